@@ -7,7 +7,9 @@
 //! - The archive format is pinned in Cargo.toml (little endian, aligned,
 //!   32-bit relative pointers) so files move between machines unchanged.
 //! - A stored (sled) value starts with a 16-byte header naming its record kind
-//!   and version, so the format can evolve record by record.
+//!   and version, so the format can evolve record by record, and the LSN of
+//!   the journal record that wrote it, so idempotent replay can tell "this very
+//!   record again" from "a duplicate" without decoding the value.
 
 use rkyv::{
     api::high::{HighDeserializer, HighSerializer, HighValidator},
@@ -42,17 +44,19 @@ pub enum CodecError {
 pub trait Encode: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>> {}
 impl<T> Encode for T where T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>> {}
 
-/// A type this module can validate and decode.
-pub trait Decode: Archive + Sized
-where
-    Self::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<Self, HighDeserializer<BoxedError>>,
-{
+/// A stored record type this module can validate and decode.
+pub trait Decode: Sized {
+    fn decode_stored(bytes: &[u8], kind: u16, version: u16) -> Result<Self, CodecError>;
 }
+
 impl<T> Decode for T
 where
     T: Archive,
     T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<T, HighDeserializer<BoxedError>>,
 {
+    fn decode_stored(bytes: &[u8], kind: u16, version: u16) -> Result<Self, CodecError> {
+        decode_stored::<T>(bytes, kind, version)
+    }
 }
 
 /// Encode `value` on its own (journal payloads).
@@ -78,32 +82,45 @@ where
     rkyv::from_bytes::<T, BoxedError>(&buf).map_err(|e| CodecError::Invalid(e.to_string()))
 }
 
-fn stored_header(kind: u16, version: u16) -> [u8; STORED_HEADER_LEN] {
-    let mut h = [0u8; STORED_HEADER_LEN];
-    h[..4].copy_from_slice(&STORED_MAGIC);
-    h[4..6].copy_from_slice(&kind.to_le_bytes());
-    h[6..8].copy_from_slice(&version.to_le_bytes());
-    h
+/// The header of a stored value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredHeader {
+    pub kind: u16,
+    pub version: u16,
+    /// LSN of the journal record that wrote the value (0 for state written at
+    /// a checkpoint, which carries its own LSNs inside).
+    pub lsn: u64,
+}
+
+fn stored_header(h: StoredHeader) -> [u8; STORED_HEADER_LEN] {
+    let mut b = [0u8; STORED_HEADER_LEN];
+    b[..4].copy_from_slice(&STORED_MAGIC);
+    b[4..6].copy_from_slice(&h.kind.to_le_bytes());
+    b[6..8].copy_from_slice(&h.version.to_le_bytes());
+    b[8..16].copy_from_slice(&h.lsn.to_le_bytes());
+    b
 }
 
 /// Encode a value for sled: header, then the rkyv archive.
-pub fn encode_stored<T: Encode>(kind: u16, version: u16, value: &T) -> Result<AlignedVec, CodecError> {
+pub fn encode_stored<T: Encode>(header: StoredHeader, value: &T) -> Result<AlignedVec, CodecError> {
     let mut buf = AlignedVec::<16>::with_capacity(256);
-    buf.extend_from_slice(&stored_header(kind, version));
+    buf.extend_from_slice(&stored_header(header));
     rkyv::api::high::to_bytes_in::<_, BoxedError>(value, buf).map_err(|e| CodecError::Invalid(e.to_string()))
 }
 
-/// Kind and version of a stored value, checking the header.
-pub fn stored_kind(bytes: &[u8]) -> Result<(u16, u16), CodecError> {
+/// The header of a stored value, checked but without touching the payload.
+pub fn stored_header_of(bytes: &[u8]) -> Result<StoredHeader, CodecError> {
     if bytes.len() < STORED_HEADER_LEN {
         return Err(CodecError::Truncated(bytes.len()));
     }
-    if bytes[..4] != STORED_MAGIC || bytes[8..STORED_HEADER_LEN].iter().any(|b| *b != 0) {
+    if bytes[..4] != STORED_MAGIC {
         return Err(CodecError::BadHeader);
     }
     let kind = u16::from_le_bytes([bytes[4], bytes[5]]);
     let version = u16::from_le_bytes([bytes[6], bytes[7]]);
-    Ok((kind, version))
+    let mut lsn = [0u8; 8];
+    lsn.copy_from_slice(&bytes[8..16]);
+    Ok(StoredHeader { kind, version, lsn: u64::from_le_bytes(lsn) })
 }
 
 /// Validate a stored value of `kind`/`version` and hand its archived form to
@@ -118,7 +135,7 @@ where
     T: Archive,
     T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>,
 {
-    let (found, found_version) = stored_kind(bytes)?;
+    let StoredHeader { kind: found, version: found_version, .. } = stored_header_of(bytes)?;
     if found != kind {
         return Err(CodecError::WrongKind { found, expected: kind });
     }
@@ -181,20 +198,20 @@ mod tests {
     #[test]
     fn stored_roundtrip_and_header_checks() {
         let value = sample();
-        let bytes = encode_stored(9, 1, &value).unwrap();
-        assert_eq!(stored_kind(&bytes).unwrap(), (9, 1));
+        let bytes = encode_stored(StoredHeader { kind: 9, version: 1, lsn: 42 }, &value).unwrap();
+        assert_eq!(stored_header_of(&bytes).unwrap(), StoredHeader { kind: 9, version: 1, lsn: 42 });
         let back: MessageEvent = decode_stored(&bytes, 9, 1).unwrap();
         assert_eq!(back, value);
         let text = with_stored::<MessageEvent, _>(&bytes, 9, 1, |a| a.text.as_ref().map(|t| t.to_string())).unwrap();
         assert_eq!(text.as_deref(), Some("가격이 얼마예요? 🙏🏽"));
         assert!(matches!(decode_stored::<MessageEvent>(&bytes, 8, 1), Err(CodecError::WrongKind { .. })));
         assert!(matches!(decode_stored::<MessageEvent>(&bytes, 9, 2), Err(CodecError::UnknownVersion { .. })));
-        assert!(matches!(stored_kind(&bytes[..10]), Err(CodecError::Truncated(10))));
+        assert!(matches!(stored_header_of(&bytes[..10]), Err(CodecError::Truncated(10))));
     }
 
     #[test]
     fn corrupt_stored_bytes_are_rejected_not_trusted() {
-        let bytes = encode_stored(9, 1, &sample()).unwrap();
+        let bytes = encode_stored(StoredHeader { kind: 9, version: 1, lsn: 1 }, &sample()).unwrap();
         // Any single corrupted byte either still validates or is an error: never a panic.
         for i in STORED_HEADER_LEN..bytes.len() {
             let mut flipped = bytes.to_vec();
@@ -209,7 +226,7 @@ mod tests {
         assert!(decode_stored::<MessageEvent>(&garbage, 9, 1).is_err());
         assert!(decode_stored::<MessageEvent>(&bytes[..bytes.len() - 3], 9, 1).is_err());
         let mut bad_header = bytes.to_vec();
-        bad_header[12] = 1;
+        bad_header[1] = b'x';
         assert!(matches!(decode_stored::<MessageEvent>(&bad_header, 9, 1), Err(CodecError::BadHeader)));
     }
 

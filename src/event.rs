@@ -75,7 +75,7 @@ pub struct Media {
 }
 
 /// Click-to-WhatsApp ad (or post) the customer came from.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct Referral {
     pub source_url: Option<String>,

@@ -1,1 +1,225 @@
-//! (in progress)
+//! Metrics and logs: every metric is declared here once, with its type, unit,
+//! labels and help text; code elsewhere uses the `names` constants.
+//!
+//! Invariants: label values come only from bounded sets (the helpers below map
+//! anything a payload controls onto a fixed list); never a customer id, wamid
+//! or phone number as a label.
+
+use std::time::Duration;
+
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One entry of the metric catalogue.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Unit,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+pub mod names {
+    pub const WEBHOOK_REQUESTS: &str = "switchboard_webhook_requests_total";
+    pub const WEBHOOK_INGEST_SECONDS: &str = "switchboard_webhook_ingest_seconds";
+    pub const WEBHOOK_BODY_BYTES: &str = "switchboard_webhook_body_bytes";
+    pub const WEBHOOK_EVENTS: &str = "switchboard_webhook_events_total";
+    pub const API_REQUESTS: &str = "switchboard_api_requests_total";
+    pub const MESSAGES: &str = "switchboard_messages_total";
+    pub const STATUSES: &str = "switchboard_statuses_total";
+    pub const ACCOUNT_EVENTS: &str = "switchboard_account_events_total";
+    pub const DEDUPE_HITS: &str = "switchboard_dedupe_hits_total";
+    pub const UNROUTED: &str = "switchboard_unrouted_updates_total";
+    pub const INVALID_ITEMS: &str = "switchboard_invalid_items_total";
+    pub const SHARD_QUEUE_DEPTH: &str = "switchboard_shard_queue_depth";
+    pub const SHARD_BATCH_EVENTS: &str = "switchboard_shard_batch_events";
+    pub const SHARD_APPLY_SECONDS: &str = "switchboard_shard_apply_seconds";
+    pub const SHARD_REJECTED: &str = "switchboard_shard_rejected_total";
+    pub const APPLY_ERRORS: &str = "switchboard_apply_errors_total";
+    pub const CHECKPOINT_SECONDS: &str = "switchboard_checkpoint_seconds";
+    pub const CHECKPOINT_LSN: &str = "switchboard_checkpoint_lsn";
+    pub const CHECKPOINT_ERRORS: &str = "switchboard_checkpoint_errors_total";
+    pub const REPLAYED_RECORDS: &str = "switchboard_replayed_records_total";
+    pub const STORE_DISK_BYTES: &str = "switchboard_store_disk_bytes";
+    pub const CONVERSATIONS: &str = "switchboard_conversations";
+    pub const CUSTOMERS: &str = "switchboard_customers";
+    pub const READY: &str = "switchboard_ready";
+    pub const BUILD_INFO: &str = "switchboard_build_info";
+}
+
+use names::*;
+
+const C: Kind = Kind::Counter;
+const G: Kind = Kind::Gauge;
+const H: Kind = Kind::Histogram;
+
+/// Every metric the daemon exports.
+pub const CATALOGUE: &[MetricDef] = &[
+    MetricDef { name: WEBHOOK_REQUESTS, kind: C, unit: Unit::Count, labels: &["method", "outcome"], help: "Webhook requests by method and outcome (accepted, duplicate, bad_signature, too_large, ...)." },
+    MetricDef { name: WEBHOOK_INGEST_SECONDS, kind: H, unit: Unit::Seconds, labels: &[], help: "Time from receiving a webhook POST to acknowledging it (durable and applied)." },
+    MetricDef { name: WEBHOOK_BODY_BYTES, kind: H, unit: Unit::Bytes, labels: &[], help: "Size of accepted webhook bodies." },
+    MetricDef { name: WEBHOOK_EVENTS, kind: C, unit: Unit::Count, labels: &["kind"], help: "Events parsed from signed webhook deliveries, by kind (message, status, account, preference, unrouted, invalid)." },
+    MetricDef { name: API_REQUESTS, kind: C, unit: Unit::Count, labels: &["route", "status"], help: "Read API requests by route and HTTP status class." },
+    MetricDef { name: MESSAGES, kind: C, unit: Unit::Count, labels: &["type", "direction"], help: "Messages archived (duplicates excluded), by message type and direction." },
+    MetricDef { name: STATUSES, kind: C, unit: Unit::Count, labels: &["status"], help: "Message statuses stored (duplicates excluded), by status." },
+    MetricDef { name: ACCOUNT_EVENTS, kind: C, unit: Unit::Count, labels: &["field"], help: "Account-level webhook changes stored (duplicates excluded), by field." },
+    MetricDef { name: DEDUPE_HITS, kind: C, unit: Unit::Count, labels: &["kind"], help: "Events recognised as already processed (retried deliveries), by kind." },
+    MetricDef { name: UNROUTED, kind: C, unit: Unit::Count, labels: &[], help: "Updates for a phone_number_id this deployment does not manage (stored, acknowledged)." },
+    MetricDef { name: INVALID_ITEMS, kind: C, unit: Unit::Count, labels: &["reason"], help: "Items of signed deliveries that could not be applied (stored for review, acknowledged), by reason." },
+    MetricDef { name: SHARD_QUEUE_DEPTH, kind: G, unit: Unit::Count, labels: &["shard"], help: "Events waiting in a shard's queue." },
+    MetricDef { name: SHARD_BATCH_EVENTS, kind: H, unit: Unit::Count, labels: &[], help: "Events a shard applied in one sled batch." },
+    MetricDef { name: SHARD_APPLY_SECONDS, kind: H, unit: Unit::Seconds, labels: &[], help: "Time a shard took to apply one batch (state and sled write)." },
+    MetricDef { name: SHARD_REJECTED, kind: C, unit: Unit::Count, labels: &[], help: "Deliveries refused with 503 because a shard queue was full." },
+    MetricDef { name: APPLY_ERRORS, kind: C, unit: Unit::Count, labels: &[], help: "Batches a shard failed to write to the store." },
+    MetricDef { name: CHECKPOINT_SECONDS, kind: H, unit: Unit::Seconds, labels: &[], help: "Duration of a checkpoint (state write, sled flush, fsync)." },
+    MetricDef { name: CHECKPOINT_LSN, kind: G, unit: Unit::Count, labels: &[], help: "Journal position replay would start from after a crash now." },
+    MetricDef { name: CHECKPOINT_ERRORS, kind: C, unit: Unit::Count, labels: &[], help: "Checkpoints that failed (the previous checkpoint stays in force)." },
+    MetricDef { name: REPLAYED_RECORDS, kind: C, unit: Unit::Count, labels: &[], help: "Journal records replayed at start-up." },
+    MetricDef { name: STORE_DISK_BYTES, kind: G, unit: Unit::Bytes, labels: &[], help: "Bytes sled uses on disk." },
+    MetricDef { name: CONVERSATIONS, kind: G, unit: Unit::Count, labels: &[], help: "Conversations held in memory across shards." },
+    MetricDef { name: CUSTOMERS, kind: G, unit: Unit::Count, labels: &[], help: "Customers known." },
+    MetricDef { name: READY, kind: G, unit: Unit::Count, labels: &[], help: "1 once start-up replay finished and webhooks are accepted." },
+    MetricDef { name: BUILD_INFO, kind: G, unit: Unit::Count, labels: &["version"], help: "Always 1; labelled with the build version." },
+];
+
+/// Latency buckets from 50 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BYTES_BUCKETS: &[f64] = &[256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0];
+const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("metrics recorder: {0}")]
+    Recorder(String),
+    #[error("logging: {0}")]
+    Logging(String),
+}
+
+/// Install the Prometheus recorder, describe every metric, and keep the
+/// exporter's histograms trimmed on a timer. Call once per process.
+pub fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
+    let err = |e: metrics_exporter_prometheus::BuildError| TelemetryError::Recorder(e.to_string());
+    let mut builder = PrometheusBuilder::new();
+    for def in CATALOGUE.iter().filter(|d| d.kind == Kind::Histogram) {
+        let buckets = match def.unit {
+            Unit::Seconds => SECONDS_BUCKETS,
+            Unit::Bytes => BYTES_BUCKETS,
+            _ => COUNT_BUCKETS,
+        };
+        builder = builder.set_buckets_for_metric(Matcher::Full(def.name.to_string()), buckets).map_err(err)?;
+    }
+    let handle = builder.install_recorder().map_err(err)?;
+    describe_all();
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            upkeep.run_upkeep();
+        })
+        .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
+    Ok(handle)
+}
+
+fn describe_all() {
+    for def in CATALOGUE {
+        match def.kind {
+            Kind::Counter => metrics::describe_counter!(def.name, def.unit, def.help),
+            Kind::Gauge => metrics::describe_gauge!(def.name, def.unit, def.help),
+            Kind::Histogram => metrics::describe_histogram!(def.name, def.unit, def.help),
+        }
+    }
+}
+
+/// Logs go to stderr; `level` is an EnvFilter directive (RUST_LOG overrides).
+pub fn init_logging(level: &str, json: bool) -> Result<(), TelemetryError> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .map_err(|e| TelemetryError::Logging(e.to_string()))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if json { builder.json().try_init() } else { builder.try_init() };
+    result.map_err(|e| TelemetryError::Logging(e.to_string()))
+}
+
+/// Message `type` as a bounded label value.
+pub fn message_type_label(kind: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "text", "image", "audio", "video", "document", "sticker", "location", "contacts", "interactive", "button",
+        "reaction", "order", "system", "unsupported", "edit", "revoke", "request_welcome", "errors",
+    ];
+    bounded(kind, KNOWN)
+}
+
+/// Status value as a bounded label value.
+pub fn status_label(status: &str) -> &'static str {
+    bounded(status, &["sent", "delivered", "read", "failed", "played", "deleted", "warning"])
+}
+
+/// Webhook `field` as a bounded label value.
+pub fn field_label(field: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "messages", "phone_number_quality_update", "phone_number_name_update", "message_template_status_update",
+        "message_template_quality_update", "message_template_components_update", "template_category_update",
+        "account_update", "account_review_update", "account_alerts", "business_capability_update", "user_preferences",
+        "smb_message_echoes", "calls", "security", "flows", "history", "smb_app_state_sync",
+    ];
+    bounded(field, KNOWN)
+}
+
+/// Invalid-item reason as a bounded label value.
+pub fn invalid_reason_label(reason: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "not_an_object", "missing_id", "missing_sender", "invalid_sender", "missing_status", "missing_recipient",
+        "malformed_change", "invalid_timestamp",
+    ];
+    bounded(reason, KNOWN)
+}
+
+fn bounded(value: &str, known: &[&'static str]) -> &'static str {
+    known.iter().find(|k| **k == value).copied().unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_names_are_unique_and_follow_unit_conventions() {
+        let mut seen = std::collections::HashSet::new();
+        for def in CATALOGUE {
+            assert!(seen.insert(def.name), "{} declared twice", def.name);
+            assert!(def.name.starts_with("switchboard_"), "{}", def.name);
+            assert!(!def.help.is_empty());
+            match def.kind {
+                Kind::Counter => assert!(def.name.ends_with("_total"), "{}", def.name),
+                _ => assert!(!def.name.ends_with("_total"), "{}", def.name),
+            }
+            if def.unit == Unit::Seconds {
+                assert!(def.name.ends_with("_seconds"), "{}", def.name);
+            }
+            if def.unit == Unit::Bytes {
+                assert!(def.name.contains("_bytes"), "{}", def.name);
+            }
+        }
+    }
+
+    #[test]
+    fn payload_strings_never_become_unbounded_labels() {
+        assert_eq!(message_type_label("text"), "text");
+        assert_eq!(message_type_label("16505551234"), "other");
+        assert_eq!(status_label("in_orbit"), "other");
+        assert_eq!(field_label("something_new"), "other");
+        assert_eq!(invalid_reason_label("missing_sender"), "missing_sender");
+    }
+}

@@ -1,1 +1,249 @@
-//! (in progress)
+//! The sharded pipeline: routes events to shards, applies them in order, and
+//! completes the waiting request once everything it carried is applied.
+//!
+//! Journey of a delivery: `route` decides each event's customer and shard;
+//! the caller reserves queue room (`reserve`), appends the encoded events to
+//! the journal, and the journal writer calls `dispatch` (on its own thread, in
+//! LSN order) once they are durable; each shard applies its part and the
+//! request's `Completion` fires when all parts are done.
+//!
+//! Invariants (see also `shard`): shard = route % shards, where route =
+//! crc32c(number id, customer id) is fixed before journaling, so one
+//! conversation's events are applied in journal order by one thread; every
+//! queue is bounded and a full one is refused up front, never waited on.
+
+pub mod directory;
+pub mod numbers;
+pub(crate) mod shard;
+pub mod state;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLockReadGuard};
+use tokio::sync::oneshot;
+
+use crate::event::{Event, Lsn};
+use crate::store::Store;
+use directory::Directory;
+use numbers::Numbers;
+use shard::{Shard, ShardMsg, Shared};
+use state::ShardState;
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Number of shards (>= 1).
+    pub shards: usize,
+    /// Events a shard may hold queued before deliveries are refused.
+    pub shard_queue: usize,
+    /// Pin each shard thread to a core.
+    pub pin_threads: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("loading state from the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("starting a shard thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("applying events failed: {0}")]
+    Apply(String),
+}
+
+/// Tracks one request's parts (one per shard it touched) and wakes the
+/// request when the last is applied, with the first error if any.
+pub struct Completion {
+    remaining: AtomicUsize,
+    error: Mutex<Option<String>>,
+    tx: Mutex<Option<oneshot::Sender<Result<(), String>>>>,
+}
+
+impl Completion {
+    pub fn new(parts: usize) -> (Arc<Completion>, oneshot::Receiver<Result<(), String>>) {
+        let (tx, rx) = oneshot::channel();
+        let c = Arc::new(Completion { remaining: AtomicUsize::new(parts), error: Mutex::new(None), tx: Mutex::new(Some(tx)) });
+        if parts == 0 {
+            c.finish();
+        }
+        (c, rx)
+    }
+
+    fn finish(&self) {
+        if let Some(tx) = self.tx.lock().take() {
+            let result = match self.error.lock().take() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+            let _ = tx.send(result);
+        }
+    }
+
+    /// One shard finished its part.
+    pub fn part_done(&self, error: Option<String>) {
+        if let Some(e) = error {
+            self.error.lock().get_or_insert(e);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish();
+        }
+    }
+
+    /// The whole request failed before reaching the shards.
+    pub fn fail(&self, error: String) {
+        self.error.lock().get_or_insert(error);
+        self.finish();
+    }
+}
+
+/// The stable routing hash of a (number, customer) pair.
+pub fn route_hash(number_id: &str, customer_id: &str) -> u32 {
+    let h = crc32c::crc32c_append(crc32c::crc32c(number_id.as_bytes()), &[0]);
+    crc32c::crc32c_append(h, customer_id.as_bytes())
+}
+
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    shards: Arc<[Shard]>,
+}
+
+impl Pipeline {
+    /// Load customers and conversations persisted at the last checkpoint and
+    /// start the shard threads.
+    pub fn start(store: Arc<Store>, numbers: Arc<Numbers>, cfg: &PipelineConfig) -> Result<Pipeline, PipelineError> {
+        let n = cfg.shards.max(1);
+        let directory = Arc::new(Directory::load(store.load_customers()?));
+        let mut states: Vec<ShardState> = (0..n).map(|_| ShardState::default()).collect();
+        for conv in store.load_conversations()? {
+            states[conv.route as usize % n].insert_loaded(conv);
+        }
+        let shared = Arc::new(Shared { store, directory, numbers });
+        let cores = if cfg.pin_threads { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let mut shards = Vec::with_capacity(n);
+        for (i, state) in states.into_iter().enumerate() {
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            shards.push(Shard::spawn(i, cfg.shard_queue.max(1), state, shared.clone(), core)?);
+        }
+        let p = Pipeline { shared, shards: shards.into() };
+        p.update_gauges();
+        Ok(p)
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.shared.directory
+    }
+
+    pub fn numbers(&self) -> &Arc<Numbers> {
+        &self.shared.numbers
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn shard_of(&self, route: u32) -> usize {
+        route as usize % self.shards.len()
+    }
+
+    /// Decide each event's customer and route. Message, status and preference
+    /// events are keyed by (our number, customer); the parser already routed
+    /// the others.
+    pub fn route(&self, events: &mut [Event]) {
+        let dir = &self.shared.directory;
+        for ev in events {
+            match ev {
+                Event::Message(m) => {
+                    m.customer.home = dir.home_for(&m.customer);
+                    m.route = route_hash(&m.number_id, &m.customer.home);
+                }
+                Event::Status(s) => {
+                    s.customer.home = dir.home_for(&s.customer);
+                    s.route = route_hash(&s.number_id, &s.customer.home);
+                }
+                Event::Preference(p) => {
+                    p.customer.home = dir.home_for(&p.customer);
+                    p.route = route_hash(&p.number_id, &p.customer.home);
+                }
+                Event::Account(_) | Event::Unrouted(_) | Event::Invalid(_) => {}
+            }
+        }
+    }
+
+    /// Events per shard for `events` (already routed), as (shard, count).
+    pub fn shard_counts(&self, events: &[Event]) -> Vec<(usize, usize)> {
+        let mut counts = vec![0usize; self.shards.len()];
+        for ev in events {
+            counts[self.shard_of(ev.route())] += 1;
+        }
+        counts.into_iter().enumerate().filter(|(_, c)| *c > 0).collect()
+    }
+
+    /// Reserve queue room on every shard of `counts`, all or nothing.
+    pub fn reserve(&self, counts: &[(usize, usize)]) -> bool {
+        for (i, (shard, n)) in counts.iter().enumerate() {
+            if !self.shards[*shard].try_reserve(*n) {
+                for (s, m) in &counts[..i] {
+                    self.shards[*s].release(*m);
+                }
+                metrics::counter!(crate::telemetry::names::SHARD_REJECTED).increment(1);
+                return false;
+            }
+        }
+        true
+    }
+
+    pub fn release(&self, counts: &[(usize, usize)]) {
+        for (s, n) in counts {
+            self.shards[*s].release(*n);
+        }
+    }
+
+    /// Hand durable events (LSNs `first_lsn..`) to their shards. Room must
+    /// have been reserved; `done` must expect one part per shard touched.
+    pub fn dispatch(&self, first_lsn: Lsn, events: Vec<Event>, done: &Arc<Completion>) {
+        let mut groups: Vec<Vec<(Lsn, Event)>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for (i, ev) in events.into_iter().enumerate() {
+            let shard = self.shard_of(ev.route());
+            groups[shard].push((first_lsn + i as u64, ev));
+        }
+        for (shard, items) in groups.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            if self.shards[shard].tx.send(ShardMsg::Apply { items, done: done.clone() }).is_err() {
+                done.part_done(Some("shard stopped".into()));
+            }
+        }
+    }
+
+    /// Read access to every shard's state, one at a time.
+    pub fn shards(&self) -> impl Iterator<Item = RwLockReadGuard<'_, ShardState>> {
+        self.shards.iter().map(|s| s.state.read())
+    }
+
+    /// Events queued across shards.
+    pub fn queued(&self) -> usize {
+        self.shards.iter().map(|s| s.queued()).sum()
+    }
+
+    pub(crate) fn shard_senders(&self) -> Vec<crossbeam::channel::Sender<ShardMsg>> {
+        self.shards.iter().map(|s| s.tx.clone()).collect()
+    }
+
+    pub fn update_gauges(&self) {
+        let convs: usize = self.shards().map(|s| s.len()).sum();
+        metrics::gauge!(crate::telemetry::names::CONVERSATIONS).set(convs as f64);
+        metrics::gauge!(crate::telemetry::names::CUSTOMERS).set(self.shared.directory.len() as f64);
+        metrics::gauge!(crate::telemetry::names::STORE_DISK_BYTES).set(self.shared.store.size_on_disk() as f64);
+    }
+
+    /// Stop every shard after what is queued, and join the threads.
+    pub fn stop(&self) {
+        for s in self.shards.iter() {
+            s.stop();
+        }
+    }
+}

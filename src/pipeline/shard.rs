@@ -1,0 +1,383 @@
+//! One shard: a bounded lock-free queue drained by one pinned worker thread
+//! that applies events to its conversation state and to sled.
+//!
+//! Invariants:
+//! - Events reach a shard in LSN order (only the journal writer, or replay,
+//!   dispatches), and one conversation's events always reach the same shard.
+//! - The queue never blocks a producer: capacity is reserved before an event
+//!   is journaled (`try_reserve`), released when the worker has applied it.
+//! - A waiter is completed only after its events' sled batch was applied and
+//!   the in-memory state updated, so a read after the acknowledgement sees it.
+//! - Applying is idempotent: dedupe keys carry the LSN that wrote them; the
+//!   same LSN again (replay) re-derives state without writing twice, another
+//!   LSN with the same key is a duplicate delivery and changes nothing.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam::channel::{Receiver, Sender};
+use parking_lot::{Mutex, RwLock};
+
+use super::directory::Directory;
+use super::numbers::Numbers;
+use super::state::ShardState;
+use super::Completion;
+use crate::event::{
+    AccountEvent, ContentHash, Direction, Event, InvalidEvent, Lsn, MessageEvent, PreferenceEvent, StatusEvent,
+    UnroutedEvent,
+};
+use crate::store::records::{kind, DedupeMark, NumberCounters, StoredMessage};
+use crate::store::{keys, Store, StoreError, Writes};
+use crate::telemetry::{self, names};
+
+/// Most events a worker folds into one sled batch.
+const MAX_BATCH_EVENTS: usize = 4096;
+
+pub(crate) enum ShardMsg {
+    Apply { items: Vec<(Lsn, Event)>, done: Arc<Completion> },
+    /// Persist dirty conversation state; reply with this shard's counters.
+    Checkpoint { reply: Sender<Result<ShardCheckpoint, String>> },
+    Stop,
+}
+
+impl ShardMsg {
+    fn events(&self) -> usize {
+        match self {
+            ShardMsg::Apply { items, .. } => items.len(),
+            _ => 0,
+        }
+    }
+}
+
+pub(crate) struct ShardCheckpoint {
+    pub counters: std::collections::HashMap<String, NumberCounters>,
+    pub conversations_written: usize,
+}
+
+/// What the rest of the process holds of a shard.
+pub(crate) struct Shard {
+    pub index: usize,
+    pub tx: Sender<ShardMsg>,
+    pub state: Arc<RwLock<ShardState>>,
+    reserved: Arc<AtomicUsize>,
+    capacity: usize,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Everything a worker reads besides its own state.
+pub(crate) struct Shared {
+    pub store: Arc<Store>,
+    pub directory: Arc<Directory>,
+    pub numbers: Arc<Numbers>,
+}
+
+impl Shard {
+    pub fn spawn(
+        index: usize,
+        capacity: usize,
+        state: ShardState,
+        shared: Arc<Shared>,
+        core: Option<core_affinity::CoreId>,
+    ) -> std::io::Result<Shard> {
+        // Room for control messages on top of the reserved event capacity, so
+        // a send after a successful reservation never blocks.
+        let (tx, rx) = crossbeam::channel::bounded(capacity + 64);
+        let state = Arc::new(RwLock::new(state));
+        let reserved = Arc::new(AtomicUsize::new(0));
+        let worker = Worker { index, rx, state: state.clone(), reserved: reserved.clone(), shared };
+        let thread = std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
+            if let Some(core) = core {
+                if !core_affinity::set_for_current(core) {
+                    tracing::warn!(shard = index, "could not pin shard thread to a core");
+                }
+            }
+            worker.run();
+        })?;
+        Ok(Shard { index, tx, state, reserved, capacity, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Reserve queue room for `n` events; false when the shard is full.
+    pub fn try_reserve(&self, n: usize) -> bool {
+        self.reserved
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                (cur + n <= self.capacity).then_some(cur + n)
+            })
+            .is_ok()
+    }
+
+    pub fn release(&self, n: usize) {
+        self.reserved.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    pub fn queued(&self) -> usize {
+        self.reserved.load(Ordering::Acquire)
+    }
+
+    /// Send the stop marker (after everything queued) and join the thread.
+    pub fn stop(&self) {
+        let _ = self.tx.send(ShardMsg::Stop);
+        if let Some(t) = self.thread.lock().take() {
+            if t.join().is_err() {
+                tracing::error!(shard = self.index, "shard thread panicked");
+            }
+        }
+    }
+}
+
+struct Worker {
+    index: usize,
+    rx: Receiver<ShardMsg>,
+    state: Arc<RwLock<ShardState>>,
+    reserved: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+/// Work gathered for one sled batch.
+#[derive(Default)]
+struct Pending {
+    writes: Writes,
+    done: Vec<(Arc<Completion>, Option<String>)>,
+    events: usize,
+}
+
+impl Worker {
+    fn run(self) {
+        let shard_label = self.index.to_string();
+        let depth = metrics::gauge!(names::SHARD_QUEUE_DEPTH, "shard" => shard_label);
+        let mut msgs = Vec::with_capacity(256);
+        loop {
+            let Ok(first) = self.rx.recv() else { return };
+            let mut events = first.events();
+            msgs.push(first);
+            while events < MAX_BATCH_EVENTS {
+                match self.rx.try_recv() {
+                    Ok(m) => {
+                        events += m.events();
+                        msgs.push(m);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let stop = self.process(&mut msgs);
+            depth.set(self.reserved.load(Ordering::Relaxed) as f64);
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Apply a run of messages; true when a stop marker was among them.
+    fn process(&self, msgs: &mut Vec<ShardMsg>) -> bool {
+        let started = Instant::now();
+        let mut pending = Pending::default();
+        let mut stop = false;
+        let mut state = self.state.write();
+        for msg in msgs.drain(..) {
+            match msg {
+                ShardMsg::Apply { items, done } => {
+                    let n = items.len();
+                    let mut error = None;
+                    for (lsn, ev) in items {
+                        if let Err(e) = apply_event(&self.shared, &mut state, &mut pending.writes, lsn, ev) {
+                            tracing::error!(shard = self.index, lsn, error = %e, "applying an event failed");
+                            error = Some(e.to_string());
+                        }
+                    }
+                    pending.events += n;
+                    pending.done.push((done, error));
+                }
+                ShardMsg::Checkpoint { reply } => {
+                    // Everything before the marker goes to sled first.
+                    self.commit(std::mem::take(&mut pending));
+                    let _ = reply.send(self.checkpoint(&mut state));
+                }
+                ShardMsg::Stop => stop = true,
+            }
+        }
+        drop(state);
+        let applied = pending.events;
+        self.commit(pending);
+        if applied > 0 {
+            metrics::histogram!(names::SHARD_BATCH_EVENTS).record(applied as f64);
+            metrics::histogram!(names::SHARD_APPLY_SECONDS).record(started.elapsed().as_secs_f64());
+        }
+        stop
+    }
+
+    fn commit(&self, pending: Pending) {
+        let result = self.shared.store.apply(pending.writes);
+        if let Err(e) = &result {
+            metrics::counter!(names::APPLY_ERRORS).increment(1);
+            tracing::error!(shard = self.index, error = %e, "writing a batch to the store failed");
+        }
+        for (done, error) in pending.done {
+            let error = match &result {
+                Err(e) => Some(e.to_string()),
+                Ok(()) => error,
+            };
+            done.part_done(error);
+        }
+        self.reserved.fetch_sub(pending.events, Ordering::AcqRel);
+    }
+
+    fn checkpoint(&self, state: &mut ShardState) -> Result<ShardCheckpoint, String> {
+        let dirty = state.take_dirty();
+        let mut writes = Writes::default();
+        for conv in &dirty {
+            writes.put(&keys::conversation(conv.id), kind::CONVERSATION, 0, conv).map_err(|e| e.to_string())?;
+        }
+        self.shared.store.apply(writes).map_err(|e| e.to_string())?;
+        Ok(ShardCheckpoint { counters: state.counters.clone(), conversations_written: dirty.len() })
+    }
+}
+
+/// Whether a dedupe key was seen before under another LSN (a duplicate
+/// delivery), under this very LSN (replay of the same record), or never.
+enum Seen {
+    New,
+    Replay,
+    Duplicate,
+}
+
+fn seen(store: &Store, w: &Writes, key: &[u8], lsn: Lsn) -> Result<Seen, StoreError> {
+    Ok(match w.lsn_of(store, key)? {
+        None => Seen::New,
+        Some(prior) if prior == lsn => Seen::Replay,
+        Some(_) => Seen::Duplicate,
+    })
+}
+
+fn duplicate(kind: &'static str) {
+    metrics::counter!(names::DEDUPE_HITS, "kind" => kind).increment(1);
+}
+
+pub(crate) fn apply_event(
+    sh: &Shared,
+    state: &mut ShardState,
+    w: &mut Writes,
+    lsn: Lsn,
+    ev: Event,
+) -> Result<(), StoreError> {
+    match ev {
+        Event::Message(m) => apply_message(sh, state, w, lsn, m),
+        Event::Status(s) => apply_status(sh, state, w, lsn, s),
+        Event::Account(a) => apply_account(sh, w, lsn, a),
+        Event::Preference(p) => apply_preference(sh, w, lsn, p),
+        Event::Unrouted(u) => apply_unrouted(sh, w, lsn, u),
+        Event::Invalid(i) => apply_invalid(sh, w, lsn, i),
+    }
+}
+
+fn apply_message(sh: &Shared, state: &mut ShardState, w: &mut Writes, lsn: Lsn, m: MessageEvent) -> Result<(), StoreError> {
+    let key = keys::message(&m.wamid);
+    let seen = seen(&sh.store, w, &key, lsn)?;
+    if matches!(seen, Seen::Duplicate) {
+        duplicate("message");
+        return Ok(());
+    }
+    sh.directory.observe(lsn, &m.customer, m.timestamp, m.referral.as_ref());
+    if let Some(change) = &m.system {
+        sh.directory.apply_system(&m.customer.home, change);
+    }
+    let conv = state.file_message(lsn, &m);
+    let counters = state.counters_mut(&m.number_id);
+    match m.direction {
+        Direction::In => {
+            counters.inbound_messages += 1;
+            counters.last_inbound_at = counters.last_inbound_at.max(Some(m.timestamp));
+        }
+        Direction::Out => counters.outbound_messages += 1,
+    }
+    metrics::counter!(names::MESSAGES, "type" => telemetry::message_type_label(&m.kind), "direction" => m.direction.as_str())
+        .increment(1);
+    // The timeline key is deterministic, so writing it again on replay is harmless.
+    w.put_raw(&keys::conv_message(conv, m.timestamp, lsn), m.wamid.as_bytes());
+    if matches!(seen, Seen::New) {
+        w.put_dedupe(&key, kind::MESSAGE, lsn, &StoredMessage { conv_id: conv, event: m })?;
+    }
+    Ok(())
+}
+
+fn apply_status(sh: &Shared, state: &mut ShardState, w: &mut Writes, lsn: Lsn, s: StatusEvent) -> Result<(), StoreError> {
+    let key = keys::status(&s.wamid, &s.status);
+    let seen = seen(&sh.store, w, &key, lsn)?;
+    if matches!(seen, Seen::Duplicate) {
+        duplicate("status");
+        return Ok(());
+    }
+    // Counters since start exclude the persisted base, so a replayed status counts too.
+    state.counters_mut(&s.number_id).statuses += 1;
+    metrics::counter!(names::STATUSES, "status" => telemetry::status_label(&s.status)).increment(1);
+    if matches!(seen, Seen::New) {
+        w.put_dedupe(&key, kind::STATUS, lsn, &s)?;
+    }
+    Ok(())
+}
+
+/// Dedupe by content hash, then store the event under its LSN.
+fn store_hashed<T: crate::codec::Encode>(
+    sh: &Shared,
+    w: &mut Writes,
+    lsn: Lsn,
+    hash: &ContentHash,
+    received_at_ms: i64,
+    event_kind: u16,
+    value: &T,
+    label: &'static str,
+) -> Result<Seen, StoreError> {
+    let key = keys::dedupe(hash);
+    let seen = seen(&sh.store, w, &key, lsn)?;
+    match seen {
+        Seen::Duplicate => duplicate(label),
+        Seen::Replay | Seen::New => {
+            w.put_dedupe(&key, kind::DEDUPE, lsn, &DedupeMark { received_at_ms })?;
+            w.put(&keys::event(lsn), event_kind, lsn, value)?;
+        }
+    }
+    Ok(seen)
+}
+
+fn apply_account(sh: &Shared, w: &mut Writes, lsn: Lsn, a: AccountEvent) -> Result<(), StoreError> {
+    let seen = store_hashed(sh, w, lsn, &a.dedupe, a.received_at_ms, kind::ACCOUNT, &a, "account")?;
+    if matches!(seen, Seen::Duplicate) {
+        return Ok(());
+    }
+    if matches!(seen, Seen::New) {
+        metrics::counter!(names::ACCOUNT_EVENTS, "field" => telemetry::field_label(&a.field)).increment(1);
+    }
+    if a.field == "phone_number_quality_update" {
+        if let Some(number) = &a.number_id {
+            sh.numbers.apply_quality(number, lsn, a.event.as_deref(), a.detail.as_deref(), a.timestamp);
+        }
+    }
+    Ok(())
+}
+
+fn apply_preference(sh: &Shared, w: &mut Writes, lsn: Lsn, p: PreferenceEvent) -> Result<(), StoreError> {
+    let seen = store_hashed(sh, w, lsn, &p.dedupe, p.received_at_ms, kind::PREFERENCE, &p, "preference")?;
+    if matches!(seen, Seen::Duplicate) {
+        return Ok(());
+    }
+    if matches!(seen, Seen::New) {
+        metrics::counter!(names::ACCOUNT_EVENTS, "field" => "user_preferences").increment(1);
+    }
+    sh.directory.observe(lsn, &p.customer, p.timestamp, None);
+    sh.directory.apply_preference(&p.customer.home, &p.category, &p.value, p.timestamp);
+    Ok(())
+}
+
+fn apply_unrouted(sh: &Shared, w: &mut Writes, lsn: Lsn, u: UnroutedEvent) -> Result<(), StoreError> {
+    if matches!(store_hashed(sh, w, lsn, &u.dedupe, u.received_at_ms, kind::UNROUTED, &u, "unrouted")?, Seen::New) {
+        metrics::counter!(names::UNROUTED).increment(1);
+    }
+    Ok(())
+}
+
+fn apply_invalid(sh: &Shared, w: &mut Writes, lsn: Lsn, i: InvalidEvent) -> Result<(), StoreError> {
+    if matches!(store_hashed(sh, w, lsn, &i.dedupe, i.received_at_ms, kind::INVALID, &i, "invalid")?, Seen::New) {
+        metrics::counter!(names::INVALID_ITEMS, "reason" => telemetry::invalid_reason_label(&i.reason)).increment(1);
+    }
+    Ok(())
+}

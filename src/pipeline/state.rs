@@ -1,0 +1,247 @@
+//! Conversation state owned by one shard.
+//!
+//! Invariants:
+//! - Only the shard's worker thread mutates a `ShardState`; API readers take
+//!   the shard's read lock briefly.
+//! - At most one open conversation per (our number, customer).
+//! - A conversation's id is the LSN of the event that opened it, and every
+//!   change is guarded by `last_lsn`, so replaying the journal over a state
+//!   that already contains some of its effects changes nothing twice.
+//! - `activity` indexes every conversation by (last_message_at, id): the
+//!   order of the conversation list.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::event::{Direction, Lsn, MessageEvent};
+use crate::store::records::{ConversationRecord, ConversationStatus, NumberCounters};
+
+/// The customer-service window: 24 hours from the customer's last message.
+pub const SERVICE_WINDOW_SECS: i64 = 24 * 60 * 60;
+
+/// Which conversations a listing wants.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    pub number_id: Option<String>,
+    pub status: Option<ConversationStatus>,
+}
+
+impl ConversationFilter {
+    fn matches(&self, c: &ConversationRecord) -> bool {
+        self.number_id.as_deref().is_none_or(|n| n == c.number_id) && self.status.is_none_or(|s| s == c.status)
+    }
+}
+
+#[derive(Default)]
+pub struct ShardState {
+    convs: HashMap<u64, ConversationRecord>,
+    /// number id -> customer id -> open conversation id.
+    open: HashMap<String, HashMap<String, u64>>,
+    activity: BTreeSet<(i64, u64)>,
+    dirty: HashSet<u64>,
+    /// Per-number counters since this process started (the persisted base is
+    /// in `Numbers`).
+    pub counters: HashMap<String, NumberCounters>,
+}
+
+impl ShardState {
+    pub fn insert_loaded(&mut self, rec: ConversationRecord) {
+        if rec.status.is_open() {
+            self.open.entry(rec.number_id.clone()).or_default().insert(rec.customer_id.clone(), rec.id);
+        }
+        self.activity.insert((rec.last_message_at, rec.id));
+        self.convs.insert(rec.id, rec);
+    }
+
+    pub fn len(&self) -> usize {
+        self.convs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.convs.is_empty()
+    }
+
+    pub fn get(&self, id: u64) -> Option<&ConversationRecord> {
+        self.convs.get(&id)
+    }
+
+    pub fn open_conversation(&self, number_id: &str, customer_id: &str) -> Option<&ConversationRecord> {
+        let id = self.open.get(number_id)?.get(customer_id)?;
+        self.convs.get(id)
+    }
+
+    /// Open conversations of one of our numbers in this shard.
+    pub fn open_count(&self, number_id: &str) -> usize {
+        self.open.get(number_id).map_or(0, HashMap::len)
+    }
+
+    pub fn counters_mut(&mut self, number_id: &str) -> &mut NumberCounters {
+        if !self.counters.contains_key(number_id) {
+            self.counters.insert(number_id.to_string(), NumberCounters::default());
+        }
+        self.counters.get_mut(number_id).expect("inserted above")
+    }
+
+    /// File a message (whose customer `home` is set) in the open conversation
+    /// of its number and customer, opening one if there is none. Returns the
+    /// conversation id.
+    pub fn file_message(&mut self, lsn: Lsn, ev: &MessageEvent) -> u64 {
+        let home = ev.customer.home.as_str();
+        let existing = self.open.get(ev.number_id.as_str()).and_then(|m| m.get(home)).copied();
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let rec = ConversationRecord {
+                    id: lsn,
+                    number_id: ev.number_id.clone(),
+                    customer_id: home.to_string(),
+                    route: ev.route,
+                    status: ConversationStatus::Unassigned,
+                    assignee: None,
+                    opened_at: ev.timestamp,
+                    last_message_at: ev.timestamp,
+                    last_inbound_at: None,
+                    window_expires_at: None,
+                    unread: 0,
+                    messages: 0,
+                    last_lsn: 0,
+                };
+                self.open.entry(ev.number_id.clone()).or_default().insert(home.to_string(), lsn);
+                self.activity.insert((rec.last_message_at, lsn));
+                self.convs.insert(lsn, rec);
+                self.counters_mut(&ev.number_id).conversations_opened += 1;
+                lsn
+            }
+        };
+        let conv = self.convs.get_mut(&id).expect("open index points at a conversation");
+        if lsn > conv.last_lsn {
+            let before = (conv.last_message_at, id);
+            conv.last_message_at = conv.last_message_at.max(ev.timestamp);
+            if ev.direction == Direction::In && ev.kind != "system" {
+                // The window is computed from the payload timestamp, never
+                // from arrival time, and only moves forward.
+                conv.last_inbound_at = Some(conv.last_inbound_at.map_or(ev.timestamp, |t| t.max(ev.timestamp)));
+                let expires = ev.timestamp.saturating_add(SERVICE_WINDOW_SECS);
+                conv.window_expires_at = Some(conv.window_expires_at.map_or(expires, |t| t.max(expires)));
+                conv.unread = conv.unread.saturating_add(1);
+            }
+            conv.messages = conv.messages.saturating_add(1);
+            conv.last_lsn = lsn;
+            let after = (conv.last_message_at, id);
+            if before != after {
+                self.activity.remove(&before);
+                self.activity.insert(after);
+            }
+            self.dirty.insert(id);
+        }
+        id
+    }
+
+    /// Up to `limit` conversations matching `filter`, newest activity first,
+    /// strictly after `cursor` in that order.
+    pub fn page(&self, cursor: Option<(i64, u64)>, filter: &ConversationFilter, limit: usize) -> Vec<&ConversationRecord> {
+        let upper = match cursor {
+            Some(c) => std::ops::Bound::Excluded(c),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.activity
+            .range((std::ops::Bound::Unbounded, upper))
+            .rev()
+            .filter_map(|(_, id)| self.convs.get(id))
+            .filter(|c| filter.matches(c))
+            .take(limit)
+            .collect()
+    }
+
+    /// Conversations changed since the last call, for the checkpoint.
+    pub fn take_dirty(&mut self) -> Vec<ConversationRecord> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty.iter().filter_map(|id| self.convs.get(id).cloned()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::CustomerRef;
+
+    fn msg(number: &str, customer: &str, ts: i64, direction: Direction) -> MessageEvent {
+        MessageEvent {
+            number_id: number.into(),
+            waba_id: "w".into(),
+            route: 0,
+            direction,
+            customer: CustomerRef { wa_id: Some(customer.into()), home: customer.into(), ..Default::default() },
+            wamid: format!("wamid.{customer}.{ts}"),
+            kind: "text".into(),
+            timestamp: ts,
+            timestamp_valid: true,
+            received_at_ms: ts * 1000,
+            text: None,
+            media: None,
+            context_id: None,
+            referral: None,
+            system: None,
+            raw: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn one_open_conversation_per_number_and_customer_with_window_from_payload_time() {
+        let mut s = ShardState::default();
+        let a = s.file_message(10, &msg("n1", "c1", 1000, Direction::In));
+        let b = s.file_message(11, &msg("n1", "c1", 1500, Direction::In));
+        let c = s.file_message(12, &msg("n2", "c1", 1200, Direction::In));
+        assert_eq!(a, 10);
+        assert_eq!(b, 10);
+        assert_eq!(c, 12);
+        let conv = s.get(10).unwrap();
+        assert_eq!((conv.messages, conv.unread, conv.last_message_at), (2, 2, 1500));
+        assert_eq!(conv.window_expires_at, Some(1500 + SERVICE_WINDOW_SECS));
+        assert_eq!(s.counters["n1"].conversations_opened, 1);
+    }
+
+    #[test]
+    fn out_of_order_and_outbound_messages_do_not_move_the_window_back() {
+        let mut s = ShardState::default();
+        s.file_message(1, &msg("n", "c", 2000, Direction::In));
+        s.file_message(2, &msg("n", "c", 1000, Direction::In));
+        s.file_message(3, &msg("n", "c", 3000, Direction::Out));
+        let conv = s.get(1).unwrap();
+        assert_eq!(conv.window_expires_at, Some(2000 + SERVICE_WINDOW_SECS));
+        assert_eq!(conv.last_inbound_at, Some(2000));
+        assert_eq!(conv.last_message_at, 3000);
+        assert_eq!(conv.unread, 2);
+    }
+
+    #[test]
+    fn replayed_events_are_not_applied_twice() {
+        let mut s = ShardState::default();
+        let m = msg("n", "c", 100, Direction::In);
+        s.file_message(5, &m);
+        let snapshot = s.take_dirty();
+        let mut restored = ShardState::default();
+        for rec in snapshot {
+            restored.insert_loaded(rec);
+        }
+        assert_eq!(restored.file_message(5, &m), 5);
+        assert_eq!(restored.get(5).unwrap().messages, 1);
+        assert!(restored.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn pages_are_newest_first_and_stable_by_cursor() {
+        let mut s = ShardState::default();
+        for i in 0..10 {
+            s.file_message(i + 1, &msg(if i % 2 == 0 { "even" } else { "odd" }, &format!("c{i}"), 100 + i as i64, Direction::In));
+        }
+        let first: Vec<u64> = s.page(None, &ConversationFilter::default(), 4).iter().map(|c| c.id).collect();
+        assert_eq!(first, vec![10, 9, 8, 7]);
+        let last = s.get(7).unwrap();
+        let next: Vec<u64> =
+            s.page(Some((last.last_message_at, 7)), &ConversationFilter::default(), 4).iter().map(|c| c.id).collect();
+        assert_eq!(next, vec![6, 5, 4, 3]);
+        let even = ConversationFilter { number_id: Some("even".into()), status: None };
+        assert!(s.page(None, &even, 100).iter().all(|c| c.number_id == "even"));
+        assert_eq!(s.page(None, &even, 100).len(), 5);
+    }
+}
