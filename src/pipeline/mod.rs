@@ -12,7 +12,9 @@
 //! conversation's events are applied in journal order by one thread; every
 //! queue is bounded and a full one is refused up front, never waited on.
 
+pub mod checkpoint;
 pub mod directory;
+pub mod ingest;
 pub mod numbers;
 pub(crate) mod shard;
 pub mod state;
@@ -50,16 +52,27 @@ pub enum PipelineError {
     Apply(String),
 }
 
+/// Why a request's events did not all get applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// Not durable: the journal write or fsync failed. Safe to retry.
+    #[error("journal: {0}")]
+    Journal(String),
+    /// Durable, but a shard could not write it to the store; replay will.
+    #[error("apply: {0}")]
+    Apply(String),
+}
+
 /// Tracks one request's parts (one per shard it touched) and wakes the
 /// request when the last is applied, with the first error if any.
 pub struct Completion {
     remaining: AtomicUsize,
-    error: Mutex<Option<String>>,
-    tx: Mutex<Option<oneshot::Sender<Result<(), String>>>>,
+    error: Mutex<Option<Failure>>,
+    tx: Mutex<Option<oneshot::Sender<Result<(), Failure>>>>,
 }
 
 impl Completion {
-    pub fn new(parts: usize) -> (Arc<Completion>, oneshot::Receiver<Result<(), String>>) {
+    pub fn new(parts: usize) -> (Arc<Completion>, oneshot::Receiver<Result<(), Failure>>) {
         let (tx, rx) = oneshot::channel();
         let c = Arc::new(Completion { remaining: AtomicUsize::new(parts), error: Mutex::new(None), tx: Mutex::new(Some(tx)) });
         if parts == 0 {
@@ -81,7 +94,7 @@ impl Completion {
     /// One shard finished its part.
     pub fn part_done(&self, error: Option<String>) {
         if let Some(e) = error {
-            self.error.lock().get_or_insert(e);
+            self.error.lock().get_or_insert(Failure::Apply(e));
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.finish();
@@ -89,7 +102,7 @@ impl Completion {
     }
 
     /// The whole request failed before reaching the shards.
-    pub fn fail(&self, error: String) {
+    pub fn fail(&self, error: Failure) {
         self.error.lock().get_or_insert(error);
         self.finish();
     }
@@ -173,7 +186,7 @@ impl Pipeline {
     }
 
     /// Events per shard for `events` (already routed), as (shard, count).
-    pub fn shard_counts(&self, events: &[Event]) -> Vec<(usize, usize)> {
+    pub fn shard_counts<'e>(&self, events: impl IntoIterator<Item = &'e Event>) -> Vec<(usize, usize)> {
         let mut counts = vec![0usize; self.shards.len()];
         for ev in events {
             counts[self.shard_of(ev.route())] += 1;
@@ -201,13 +214,13 @@ impl Pipeline {
         }
     }
 
-    /// Hand durable events (LSNs `first_lsn..`) to their shards. Room must
-    /// have been reserved; `done` must expect one part per shard touched.
-    pub fn dispatch(&self, first_lsn: Lsn, events: Vec<Event>, done: &Arc<Completion>) {
+    /// Hand durable events to their shards, in LSN order. Room must have
+    /// been reserved; `done` must expect one part per shard touched.
+    pub fn dispatch(&self, items: impl IntoIterator<Item = (Lsn, Event)>, done: &Arc<Completion>) {
         let mut groups: Vec<Vec<(Lsn, Event)>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
-        for (i, ev) in events.into_iter().enumerate() {
+        for (lsn, ev) in items {
             let shard = self.shard_of(ev.route());
-            groups[shard].push((first_lsn + i as u64, ev));
+            groups[shard].push((lsn, ev));
         }
         for (shard, items) in groups.into_iter().enumerate() {
             if items.is_empty() {

@@ -93,6 +93,19 @@ impl Store {
         Ok(())
     }
 
+    /// A u64 stored under a metadata key.
+    pub fn meta_u64(&self, name: &str) -> Result<Option<u64>> {
+        let key = keys::meta(name);
+        match self.tree.get(&key)? {
+            None => Ok(None),
+            Some(v) if v.len() == 8 => Ok(Some(u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")))),
+            Some(_) => Err(StoreError::Corrupt {
+                key: key_for_humans(&key),
+                source: CodecError::Invalid("expected 8 bytes".into()),
+            }),
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

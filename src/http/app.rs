@@ -1,0 +1,230 @@
+//! The application behind the TLS listener: routing, authentication, and the
+//! handlers of the webhook endpoint and the read API.
+//!
+//! Invariants: every error leaves as `{"error":{"code","message"}}` with a
+//! fitting status and is counted; nothing a client sends can panic a handler;
+//! the read API requires the admin bearer token; webhooks and the API answer
+//! 503 `not_ready` until start-up replay finished.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::response::{error, json};
+use super::server::{Body, ConnInfo};
+use super::{api, webhook};
+use crate::auth::AdminAuth;
+use crate::config::Secret;
+use crate::pipeline::ingest::Ingest;
+use crate::telemetry::names;
+use crate::whatsapp::AppKeys;
+
+/// What the webhook endpoint needs to authenticate deliveries.
+pub struct WebhookSettings {
+    pub keys: AppKeys,
+    pub verify_tokens: Vec<Secret>,
+    pub max_body_bytes: usize,
+    pub body_read_timeout: Duration,
+}
+
+pub struct App {
+    core: OnceLock<Ingest>,
+    ready: AtomicBool,
+    pub(crate) auth: AdminAuth,
+    pub(crate) webhook: WebhookSettings,
+}
+
+/// Every route, as the OpenAPI document names it (kept equal by a test).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/webhooks/whatsapp"),
+    ("POST", "/webhooks/whatsapp"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/conversations"),
+    ("GET", "/api/v1/conversations/{id}"),
+    ("GET", "/api/v1/conversations/{id}/messages"),
+    ("GET", "/api/v1/messages/{id}"),
+    ("GET", "/api/v1/customers/{id}"),
+    ("GET", "/api/v1/numbers"),
+    ("GET", "/api/v1/webhook-events"),
+];
+
+enum Route {
+    Healthz,
+    Readyz,
+    WebhookVerify,
+    WebhookPost,
+    OpenApi,
+    Conversations,
+    Conversation(String),
+    ConversationMessages(String),
+    Message(String),
+    Customer(String),
+    Numbers,
+    WebhookEvents,
+    NotFound,
+    MethodNotAllowed(&'static str),
+}
+
+impl Route {
+    /// Bounded label for metrics.
+    fn label(&self) -> &'static str {
+        match self {
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::WebhookVerify | Route::WebhookPost => "webhook",
+            Route::OpenApi => "openapi",
+            Route::Conversations => "conversations",
+            Route::Conversation(_) => "conversation",
+            Route::ConversationMessages(_) => "conversation_messages",
+            Route::Message(_) => "message",
+            Route::Customer(_) => "customer",
+            Route::Numbers => "numbers",
+            Route::WebhookEvents => "webhook_events",
+            Route::NotFound => "not_found",
+            Route::MethodNotAllowed(_) => "method_not_allowed",
+        }
+    }
+}
+
+fn decode_segment(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())
+}
+
+fn route(method: &Method, path: &str) -> Route {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let get = |r: Route| if method == Method::GET || method == Method::HEAD { r } else { Route::MethodNotAllowed("GET, HEAD") };
+    let id = |s: &str, f: fn(String) -> Route| match decode_segment(s) {
+        Some(v) if !v.is_empty() => get(f(v)),
+        _ => Route::NotFound,
+    };
+    match segments.as_slice() {
+        ["healthz"] => get(Route::Healthz),
+        ["readyz"] => get(Route::Readyz),
+        ["webhooks", "whatsapp"] => match *method {
+            Method::GET => Route::WebhookVerify,
+            Method::POST => Route::WebhookPost,
+            _ => Route::MethodNotAllowed("GET, POST"),
+        },
+        ["api", "v1", "openapi.json"] => get(Route::OpenApi),
+        ["api", "v1", "conversations"] => get(Route::Conversations),
+        ["api", "v1", "conversations", c] => id(c, Route::Conversation),
+        ["api", "v1", "conversations", c, "messages"] => id(c, Route::ConversationMessages),
+        ["api", "v1", "messages", m] => id(m, Route::Message),
+        ["api", "v1", "customers", c] => id(c, Route::Customer),
+        ["api", "v1", "numbers"] => get(Route::Numbers),
+        ["api", "v1", "webhook-events"] => get(Route::WebhookEvents),
+        _ => Route::NotFound,
+    }
+}
+
+impl App {
+    pub fn new(auth: AdminAuth, webhook: WebhookSettings) -> App {
+        App { core: OnceLock::new(), ready: AtomicBool::new(false), auth, webhook }
+    }
+
+    /// Start-up finished: webhooks and the API are served from now on.
+    pub fn set_ready(&self, ingest: Ingest) {
+        let _ = self.core.set(ingest);
+        self.ready.store(true, Ordering::Release);
+        metrics::gauge!(names::READY).set(1.0);
+    }
+
+    /// Shutting down (or a fatal fault): readiness goes false.
+    pub fn set_unready(&self) {
+        self.ready.store(false, Ordering::Release);
+        metrics::gauge!(names::READY).set(0.0);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && self.core.get().is_some_and(|i| i.journal().healthy())
+    }
+
+    pub(crate) fn ingest(&self) -> Option<&Ingest> {
+        self.core.get()
+    }
+
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+        let route = route(req.method(), req.uri().path());
+        let label = route.label();
+        let is_head = req.method() == Method::HEAD;
+        let mut resp = match route {
+            Route::Healthz => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            Route::Readyz => {
+                if self.is_ready() {
+                    json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+                } else {
+                    error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "starting, shutting down, or the journal cannot write")
+                }
+            }
+            Route::WebhookVerify => webhook::verify(&self, &req),
+            Route::WebhookPost => return webhook::receive(&self, req).await,
+            Route::OpenApi => super::openapi::response(),
+            Route::NotFound => error(StatusCode::NOT_FOUND, "not_found", format!("no route for {}", req.uri().path())),
+            Route::MethodNotAllowed(allow) => {
+                let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("use {allow}"));
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+                r
+            }
+            api_route => self.api(api_route, &req),
+        };
+        metrics::counter!(names::API_REQUESTS, "route" => label, "status" => status_class(resp.status())).increment(1);
+        if is_head {
+            *resp.body_mut() = super::server::empty();
+        }
+        resp
+    }
+
+    fn api(&self, route: Route, req: &Request<Incoming>) -> Response<Body> {
+        if self.auth.authenticate(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())).is_none() {
+            let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <admin token>");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        let Some(ingest) = self.ingest() else {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "start-up replay has not finished");
+        };
+        let params = api::Params::parse(req.uri().query());
+        let pipeline = ingest.pipeline();
+        match route {
+            Route::Conversations => api::conversations(pipeline, &params),
+            Route::Conversation(id) => api::conversation(pipeline, &id),
+            Route::ConversationMessages(id) => api::conversation_messages(pipeline, &id, &params),
+            Route::Message(id) => api::message(pipeline, &id),
+            Route::Customer(id) => api::customer(pipeline, &id),
+            Route::Numbers => api::numbers(pipeline),
+            Route::WebhookEvents => api::webhook_events(pipeline, &params),
+            _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+        }
+    }
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_and_decode_ids() {
+        assert!(matches!(route(&Method::GET, "/api/v1/messages/wamid.ab%2Fcd%3D"), Route::Message(id) if id == "wamid.ab/cd="));
+        assert!(matches!(route(&Method::GET, "/api/v1/conversations/12/messages"), Route::ConversationMessages(id) if id == "12"));
+        assert!(matches!(route(&Method::POST, "/webhooks/whatsapp"), Route::WebhookPost));
+        assert!(matches!(route(&Method::DELETE, "/webhooks/whatsapp"), Route::MethodNotAllowed(_)));
+        assert!(matches!(route(&Method::POST, "/api/v1/numbers"), Route::MethodNotAllowed(_)));
+        assert!(matches!(route(&Method::GET, "/api/v1/nope"), Route::NotFound));
+        assert!(matches!(route(&Method::GET, "/api/v1/customers/%FF"), Route::NotFound));
+        assert!(matches!(route(&Method::GET, "/api/v1/numbers/"), Route::Numbers));
+    }
+}

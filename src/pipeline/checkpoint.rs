@@ -1,0 +1,162 @@
+//! Checkpoints: make the indexed state durable and let the journal shrink.
+//!
+//! A checkpoint (1) asks the journal writer for a barrier, which injects a
+//! marker into every shard queue right after the last durable record D, so
+//! each shard has applied exactly the records <= D when it sees the marker;
+//! (2) each shard writes its dirty conversations; (3) dirty customers are
+//! written; (4) number records and the replay position D+1 are written in ONE
+//! batch, so the counters and the position they match are never split;
+//! (5) sled is flushed and its files fsynced; only then (6) journal segments
+//! wholly below D+1 are deleted.
+//!
+//! Invariant: the replay position moves forward only after everything it
+//! covers is durable in sled. Records after it may also be in sled already;
+//! apply is idempotent, so replaying them is harmless.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{bounded, unbounded, RecvTimeoutError, Sender};
+
+use super::ingest::IngestCtx;
+use super::shard::ShardMsg;
+use super::Pipeline;
+use crate::event::Lsn;
+use crate::journal::JournalHandle;
+use crate::store::records::{kind, NumberCounters};
+use crate::store::{keys, StoreError, Writes};
+use crate::telemetry::names;
+
+/// Where replay starts, kept in sled next to the state it matches.
+const CHECKPOINT_KEY: &str = "checkpoint";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("the journal writer is gone")]
+    JournalClosed,
+    #[error("shard: {0}")]
+    Shard(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The LSN replay must start from (1 for a new store).
+pub fn replay_position(store: &crate::store::Store) -> Result<Lsn, StoreError> {
+    Ok(store.meta_u64(CHECKPOINT_KEY)?.unwrap_or(1))
+}
+
+/// Run one checkpoint; returns the new replay position.
+pub fn checkpoint(
+    pipeline: &Pipeline,
+    journal: &JournalHandle<IngestCtx>,
+    retain_bytes: u64,
+) -> Result<Lsn, CheckpointError> {
+    let started = Instant::now();
+    let (lsn_tx, lsn_rx) = bounded::<Lsn>(1);
+    let (reply_tx, reply_rx) = unbounded();
+    let senders = pipeline.shard_senders();
+    journal.barrier(Box::new(move |durable: Lsn| {
+        for s in &senders {
+            let _ = s.send(ShardMsg::Checkpoint { reply: reply_tx.clone() });
+        }
+        let _ = lsn_tx.send(durable);
+    }));
+    let durable = lsn_rx.recv().map_err(|_| CheckpointError::JournalClosed)?;
+    let mut deltas: HashMap<String, NumberCounters> = HashMap::new();
+    for _ in 0..pipeline.shard_count() {
+        let part = reply_rx.recv().map_err(|_| CheckpointError::Shard("a shard stopped".into()))?;
+        let part = part.map_err(CheckpointError::Shard)?;
+        for (number, c) in part.counters {
+            deltas.entry(number).or_default().add(&c);
+        }
+    }
+    let store = pipeline.store();
+    for chunk in pipeline.directory().take_dirty().chunks(4096) {
+        let mut w = Writes::default();
+        for c in chunk {
+            w.put(&keys::customer(&c.id), kind::CUSTOMER, 0, c)?;
+        }
+        store.apply(w)?;
+    }
+    let position = durable + 1;
+    let mut w = Writes::default();
+    for rec in pipeline.numbers().checkpoint_records(&deltas) {
+        w.put(&keys::number(&rec.number_id), kind::NUMBER, 0, &rec)?;
+    }
+    w.put_raw(&keys::meta(CHECKPOINT_KEY), &position.to_be_bytes());
+    store.apply(w)?;
+    store.sync()?;
+    let (segments, bytes) = journal.remove_segments_before(position, retain_bytes);
+    if segments > 0 {
+        tracing::debug!(segments, bytes, position, "journal segments removed after checkpoint");
+    }
+    pipeline.update_gauges();
+    metrics::gauge!(names::CHECKPOINT_LSN).set(position as f64);
+    metrics::histogram!(names::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
+    Ok(position)
+}
+
+/// Runs checkpoints on a timer, and prunes old dedupe marks now and then.
+pub struct Checkpointer {
+    stop: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    pub fn spawn(
+        pipeline: Arc<Pipeline>,
+        journal: JournalHandle<IngestCtx>,
+        interval: Duration,
+        retain_bytes: u64,
+        dedupe_days: u32,
+    ) -> std::io::Result<Checkpointer> {
+        let (stop, stop_rx) = bounded::<()>(1);
+        let thread = std::thread::Builder::new().name("checkpointer".into()).spawn(move || {
+            let mut last = journal.last_durable_lsn();
+            let mut last_prune = Instant::now();
+            loop {
+                match stop_rx.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let durable = journal.last_durable_lsn();
+                if durable != last {
+                    match checkpoint(&pipeline, &journal, retain_bytes) {
+                        Ok(_) => last = durable,
+                        Err(e) => {
+                            metrics::counter!(names::CHECKPOINT_ERRORS).increment(1);
+                            tracing::error!(error = %e, "checkpoint failed; the previous one stays in force");
+                        }
+                    }
+                }
+                if last_prune.elapsed() >= Duration::from_secs(3600) {
+                    last_prune = Instant::now();
+                    let horizon = now_ms() - i64::from(dedupe_days) * 86_400_000;
+                    match pipeline.store().prune_dedupe(horizon) {
+                        Ok(n) if n > 0 => tracing::info!(removed = n, "pruned expired dedupe marks"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "pruning dedupe marks failed"),
+                    }
+                }
+            }
+        })?;
+        Ok(Checkpointer { stop, thread: Some(thread) })
+    }
+
+    /// Stop the timer thread (the caller runs the final checkpoint itself).
+    pub fn stop(mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
