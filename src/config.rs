@@ -945,6 +945,7 @@ fn validate(mut config: Config, ctx: &Ctx<'_>, issues: &mut Vec<ConfigIssue>) ->
         SecretSlot {
             table: "auth",
             name: "admin_token",
+            inline_form: false,
             inline: None,
             file: config.auth.admin_token_file.as_deref(),
             env: config.auth.admin_token_env.as_deref(),
@@ -1190,6 +1191,7 @@ fn check_apps(apps: &[AppConfig], ctx: &Ctx<'_>, check: &mut Checker<'_>) -> Vec
             SecretSlot {
                 table: &table,
                 name: "app_secret",
+                inline_form: true,
                 inline: app.app_secret.as_ref(),
                 file: app.app_secret_file.as_deref(),
                 env: app.app_secret_env.as_deref(),
@@ -1202,6 +1204,7 @@ fn check_apps(apps: &[AppConfig], ctx: &Ctx<'_>, check: &mut Checker<'_>) -> Vec
             SecretSlot {
                 table: &table,
                 name: "verify_token",
+                inline_form: true,
                 inline: app.verify_token.as_ref(),
                 file: app.verify_token_file.as_deref(),
                 env: app.verify_token_env.as_deref(),
@@ -1282,6 +1285,7 @@ fn check_numbers(config: &Config, ctx: &Ctx<'_>, check: &mut Checker<'_>) -> Vec
             SecretSlot {
                 table: &table,
                 name: "access_token",
+                inline_form: true,
                 inline: number.access_token.as_ref(),
                 file: number.access_token_file.as_deref(),
                 env: number.access_token_env.as_deref(),
@@ -1306,6 +1310,9 @@ fn check_numbers(config: &Config, ctx: &Ctx<'_>, check: &mut Checker<'_>) -> Vec
 struct SecretSlot<'a> {
     table: &'a str,
     name: &'a str,
+    /// Whether `<name>` itself is a key (not for the admin token: a token
+    /// written into a config file tends to leak with it).
+    inline_form: bool,
     inline: Option<&'a Secret>,
     file: Option<&'a Path>,
     env: Option<&'a str>,
@@ -1325,7 +1332,6 @@ fn resolve_secret(
     let file_key = format!("{name}_file");
     let env_key = format!("{name}_env");
     let mut forms = Vec::new();
-    // The admin token has no inline form: tokens in config files leak.
     if slot.inline.is_some() {
         forms.push(inline_key.as_str());
     }
@@ -1335,10 +1341,10 @@ fn resolve_secret(
     if slot.env.is_some() {
         forms.push(env_key.as_str());
     }
-    let choices = if slot.table == "auth" {
-        format!("{file_key} or {env_key}")
-    } else {
+    let choices = if slot.inline_form {
         format!("{inline_key}, {file_key} or {env_key}")
+    } else {
+        format!("{file_key} or {env_key}")
     };
     let key = |field: &str| format!("{}.{field}", slot.table);
 
@@ -2000,6 +2006,16 @@ app = "main"
         assert_eq!(
             resolved.config.server.tls_cert,
             Some(dir.path().join("cert.pem"))
+        );
+
+        // systemd credentials work for the TLS files too.
+        let creds =
+            "[server]\ntls_cert = \"credential:cert.pem\"\ntls_key = \"credential:key.pem\"\n";
+        let vars = [("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap())];
+        let resolved = parse_in(creds, Path::new("/nowhere"), &vars).unwrap();
+        assert_eq!(
+            resolved.config.server.tls_key,
+            Some(dir.path().join("key.pem"))
         );
 
         let issues = errors_in(dir.path(), &good.replace("key.pem", "other.pem"));
