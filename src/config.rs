@@ -665,7 +665,7 @@ fn section<T: DeserializeOwned + Default>(
         let span = error.span();
         let line = span.as_ref().map(|span| line_of(src, span.start));
         let message = error.message().trim().to_owned();
-        let culprit = match (value.get_mut(), &span) {
+        let culprit = match (value.get_ref(), &span) {
             (DeValue::Table(table), Some(span)) => table
                 .iter()
                 .find(|(k, v)| covers(&k.span(), span.start) || covers(&v.span(), span.start))
