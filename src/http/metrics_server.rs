@@ -76,7 +76,11 @@ pub async fn serve_metrics_with(
 fn route(probes: &Probes, method: &Method, path: &str) -> Response<Body> {
     let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
     if !known {
-        return text(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n");
+        return text(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n",
+        );
     }
     if method != Method::GET && method != Method::HEAD {
         let mut response = text(
@@ -90,11 +94,7 @@ fn route(probes: &Probes, method: &Method, path: &str) -> Response<Body> {
         return response;
     }
     match path {
-        "/metrics" => text(
-            StatusCode::OK,
-            PROMETHEUS_CONTENT_TYPE,
-            (probes.metrics)(),
-        ),
+        "/metrics" => text(StatusCode::OK, PROMETHEUS_CONTENT_TYPE, (probes.metrics)()),
         "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         _ if (probes.ready)() => text(StatusCode::OK, "text/plain; charset=utf-8", "ready\n"),
         _ => text(
@@ -112,4 +112,116 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<String>)
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::client::HttpsClient;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn serves_metrics_health_readiness_and_404() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let probes = Probes {
+            metrics: Arc::new(|| "# HELP up Up.\n# TYPE up gauge\nup 1\n".to_owned()),
+            ready: {
+                let ready = ready.clone();
+                Arc::new(move || ready.load(Ordering::SeqCst))
+            },
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_metrics(listener, probes, async {
+            let _ = stopped.await;
+        }));
+        let client = HttpsClient::new(addr, None, false);
+
+        let (status, headers, body) = client
+            .request(Method::GET, "/metrics", &[], "")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[CONTENT_TYPE], PROMETHEUS_CONTENT_TYPE);
+        assert!(body.ends_with(b"up 1\n"));
+
+        let (status, _, _) = client
+            .request(Method::GET, "/healthz", &[], "")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+
+        let (status, _, _) = client
+            .request(Method::GET, "/readyz", &[], "")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        ready.store(true, Ordering::SeqCst);
+        let (status, _, _) = client
+            .request(Method::GET, "/readyz", &[], "")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        ready.store(false, Ordering::SeqCst);
+        let (status, _, _) = client
+            .request(Method::GET, "/readyz", &[], "")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+        let (status, _, _) = client.request(Method::GET, "/nope", &[], "").await.unwrap();
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, headers, _) = client
+            .request(Method::POST, "/metrics", &[], "x")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[ALLOW], "GET, HEAD");
+        let (status, _, body) = client
+            .request(Method::HEAD, "/metrics", &[], "")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.is_empty());
+
+        // All of it over one kept-alive connection.
+        assert_eq!(client.connects(), 1);
+        stop.send(()).unwrap();
+        let report = server.await.unwrap();
+        assert_eq!(report.accepted, 1);
+    }
+
+    #[tokio::test]
+    async fn connection_cap_applies() {
+        let probes = Probes {
+            metrics: Arc::new(String::new),
+            ready: Arc::new(|| true),
+        };
+        let limits = Limits {
+            max_connections: 1,
+            ..metrics_limits()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_metrics_with(listener, probes, limits, async {
+            let _ = stopped.await;
+        }));
+        let first = HttpsClient::new(addr, None, false);
+        let (status, _, _) = first
+            .request(Method::GET, "/healthz", &[], "")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        // The first client's kept-alive connection holds the only slot.
+        let second = HttpsClient::new(addr, None, false);
+        assert!(second
+            .request(Method::GET, "/healthz", &[], "")
+            .await
+            .is_err());
+        stop.send(()).unwrap();
+        let report = server.await.unwrap();
+        assert_eq!(report.rejected, 1);
+    }
 }

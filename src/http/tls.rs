@@ -111,7 +111,9 @@ pub fn load_or_generate(
     let ca_path = dir.join(CA_FILE);
     let cert_path = dir.join(CERT_FILE);
     let key_path = dir.join(KEY_FILE);
-    let complete = [&ca_path, &cert_path, &key_path].iter().all(|p| p.is_file());
+    let complete = [&ca_path, &cert_path, &key_path]
+        .iter()
+        .all(|p| p.is_file());
     let generated = if complete {
         false
     } else {
@@ -202,8 +204,8 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// Generates CA + leaf and writes `ca.pem`, `key.pem`, `cert.pem` (leaf then CA) into `dir`.
 fn generate_into(dir: &Path, extra_names: &[String]) -> Result<(), TlsError> {
     use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose,
     };
 
     // Validity from yesterday (clock skew) for 10 years (CA) and 2 years (leaf).
@@ -468,9 +470,13 @@ mod tests {
     #[test]
     fn tls_source_replace_swaps_for_later_readers() {
         let dir = tempfile::tempdir().unwrap();
-        let a = load_or_generate(None, dir.path(), &[]).unwrap().server_config;
+        let a = load_or_generate(None, dir.path(), &[])
+            .unwrap()
+            .server_config;
         let dir2 = tempfile::tempdir().unwrap();
-        let b = load_or_generate(None, dir2.path(), &[]).unwrap().server_config;
+        let b = load_or_generate(None, dir2.path(), &[])
+            .unwrap()
+            .server_config;
         let source = TlsSource::new(a.clone());
         let held = source.current();
         let old = source.replace(b.clone());

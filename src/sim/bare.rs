@@ -33,3 +33,43 @@ pub async fn bare_server(
     };
     serve(listener, tls, Limits::default(), service, shutdown).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::tls::{client_config, load_ca, load_or_generate, ALPN_H2, ALPN_HTTP11};
+    use crate::sim::client::HttpsClient;
+    use http::{Method, StatusCode};
+    use rustls::pki_types::ServerName;
+
+    #[tokio::test]
+    async fn answers_empty_json_over_both_protocols() {
+        let dir = tempfile::tempdir().unwrap();
+        let material = load_or_generate(None, dir.path(), &[]).unwrap();
+        let roots = load_ca(material.ca_pem.as_ref().unwrap()).unwrap();
+        let tls = Arc::new(TlsSource::new(material.server_config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(bare_server(listener, tls, async {
+            let _ = stopped.await;
+        }));
+        for alpn in [ALPN_H2, ALPN_HTTP11] {
+            let target = (
+                client_config(&roots, &[alpn]).unwrap(),
+                ServerName::try_from("localhost").unwrap(),
+            );
+            let client = HttpsClient::new(addr, Some(target), false);
+            let (status, headers, body) = client
+                .request(Method::POST, "/webhooks/x", &[], vec![b'a'; 10_000])
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(headers[CONTENT_TYPE], "application/json");
+            assert_eq!(body.as_ref(), b"{}");
+        }
+        stop.send(()).unwrap();
+        let report = server.await.unwrap();
+        assert_eq!(report.accepted, 2);
+    }
+}

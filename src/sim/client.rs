@@ -77,9 +77,8 @@ enum Sender {
 
 type ResponseFuture = Pin<
     Box<
-        dyn Future<
-                Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Req>>,
-            > + Send,
+        dyn Future<Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Req>>>
+            + Send,
     >,
 >;
 type Req = Request<Full<Bytes>>;
@@ -245,10 +244,7 @@ impl Connection {
     }
 
     /// Like `send`, but hands the request back when it was certainly not written.
-    async fn try_send(
-        &mut self,
-        req: Req,
-    ) -> Result<Response<Bytes>, (ClientError, Option<Req>)> {
+    async fn try_send(&mut self, req: Req) -> Result<Response<Bytes>, (ClientError, Option<Req>)> {
         let timeout = self.request_timeout;
         let deadline = Instant::now() + timeout;
         let req = self.normalize(req).map_err(|e| (e, None))?;
@@ -306,8 +302,8 @@ impl Connection {
         match self.protocol {
             Protocol::Http1 => {
                 if !parts.headers.contains_key(HOST) {
-                    let host = HeaderValue::from_str(authority.as_str())
-                        .map_err(http::Error::from)?;
+                    let host =
+                        HeaderValue::from_str(authority.as_str()).map_err(http::Error::from)?;
                     parts.headers.insert(HOST, host);
                 }
                 parts.uri = Uri::from(path);
@@ -436,5 +432,112 @@ impl HttpsClient {
         let mut conn = Connection::connect(self.addr, self.tls.clone(), self.http2).await?;
         conn.set_request_timeout(self.request_timeout);
         Ok(conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::server::test_support::{short_limits, start, wait_until};
+    use crate::http::server::{full, Limits};
+
+    #[tokio::test]
+    async fn reconnects_after_the_server_closed_an_idle_connection() {
+        let limits = Limits {
+            idle_timeout: Duration::from_millis(200),
+            header_read_timeout: Duration::from_millis(200),
+            ..short_limits()
+        };
+        let server = start(limits, |_req, _info| async { Response::new(full("hi")) }).await;
+        for alpn in [ALPN_H2, ALPN_HTTP11] {
+            let client = HttpsClient::new(server.addr, Some(server.target(&[alpn])), false);
+            let (status, _, body) = client.request(Method::GET, "/", &[], "").await.unwrap();
+            assert_eq!((status, body.as_ref()), (StatusCode::OK, b"hi".as_slice()));
+            assert_eq!(client.open_connections(), 1);
+            wait_until(Duration::from_secs(3), "server idle close", || {
+                client.open_connections() == 0
+            })
+            .await;
+            let (status, _, _) = client.request(Method::GET, "/", &[], "").await.unwrap();
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(client.connects(), 2);
+        }
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn keeps_one_connection_for_sequential_requests_and_sends_headers_and_body() {
+        let service = |req: Request<Incoming>, _info| async move {
+            let tag = req
+                .headers()
+                .get("x-tag")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let method = req.method().clone();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            Response::new(full(format!(
+                "{method} {tag} {}",
+                String::from_utf8_lossy(&body)
+            )))
+        };
+        let server = start(short_limits(), service).await;
+        for alpn in [ALPN_H2, ALPN_HTTP11] {
+            let client = HttpsClient::new(server.addr, Some(server.target(&[alpn])), false);
+            for i in 0..3 {
+                let (status, _, body) = client
+                    .request(
+                        Method::POST,
+                        "/echo?x=1",
+                        &[("x-tag", "t")],
+                        format!("b{i}"),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(body, format!("POST t b{i}"));
+            }
+            assert_eq!(client.connects(), 1);
+        }
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn request_timeout_and_body_cap_are_enforced() {
+        let service = |req: Request<Incoming>, _info| async move {
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Response::new(full(vec![b'x'; 4096]))
+        };
+        let server = start(short_limits(), service).await;
+        let client = HttpsClient::new(server.addr, Some(server.target(&[ALPN_H2])), false)
+            .with_request_timeout(Duration::from_millis(200));
+        let started = Instant::now();
+        let result = client.request(Method::GET, "/slow", &[], "").await;
+        assert!(matches!(result, Err(ClientError::Timeout(_))), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        let mut conn = Connection::connect(server.addr, Some(server.target(&[ALPN_H2])), false)
+            .await
+            .unwrap();
+        conn.set_max_body(1024);
+        let req = Request::builder()
+            .uri("/big")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let result = conn.send(req).await;
+        assert!(matches!(result, Err(ClientError::Body(_))), "{result:?}");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn connect_errors_are_typed() {
+        // A port nobody listens on: bind, learn the port, close.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let result = Connection::connect(addr, None, false).await;
+        assert!(matches!(result, Err(ClientError::Connect(_))), "{result:?}");
     }
 }
