@@ -1,1 +1,278 @@
-//! (in progress)
+//! Start-up, serving, and orderly shutdown of the whole daemon.
+//!
+//! Order matters:
+//! 1. Bind both listeners first, so a busy port fails fast; serve at once,
+//!    with `/healthz` alive and webhooks/API answering 503 `not_ready`.
+//! 2. Open the store and the journal, load state, replay the journal from
+//!    the checkpoint, start the journal writer and the checkpointer; only
+//!    then mark ready (and tell systemd READY=1).
+//! 3. On SIGTERM/SIGINT: readiness false, stop accepting, let in-flight
+//!    requests finish (bounded by `server.shutdown_timeout`), then a final
+//!    checkpoint, journal writer stop, shard stop, store sync: a clean stop
+//!    leaves nothing to replay.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::AdminAuth;
+use crate::config::Resolved;
+use crate::http::app::{App, WebhookSettings};
+use crate::http::metrics_server::{serve_metrics, Probes};
+use crate::http::server::{serve, Limits};
+use crate::http::tls::{load_or_generate, TlsSource};
+use crate::journal::{Journal, JournalConfig, JournalHandle};
+use crate::pipeline::checkpoint::{self, Checkpointer};
+use crate::pipeline::ingest::{self, Dispatcher, Ingest, IngestCtx};
+use crate::pipeline::numbers::{NumberInfo, Numbers};
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::store::Store;
+use crate::whatsapp::AppKeys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::http::tls::TlsError),
+    #[error("admin token: {0}")]
+    Auth(#[from] crate::auth::AuthError),
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] crate::pipeline::checkpoint::CheckpointError),
+    #[error("start-up task failed: {0}")]
+    Join(String),
+    #[error("signal handling: {0}")]
+    Signal(std::io::Error),
+}
+
+/// The running core, owned by the daemon for an orderly stop.
+struct Core {
+    pipeline: Arc<Pipeline>,
+    journal: JournalHandle<IngestCtx>,
+    checkpointer: Checkpointer,
+    retain_bytes: u64,
+}
+
+fn numbers_from(resolved: &Resolved, store: &Store) -> Result<Numbers, DaemonError> {
+    let infos = resolved
+        .config
+        .numbers
+        .iter()
+        .map(|n| NumberInfo {
+            phone_number_id: n.phone_number_id.clone(),
+            display_phone_number: n.display_phone_number.clone(),
+            app: n.app.clone(),
+            name: n.name.clone(),
+            waba_id: n.waba_id.clone(),
+        })
+        .collect();
+    Ok(Numbers::new(infos, store.load_numbers()?))
+}
+
+/// Open storage, replay, and start the writer and checkpointer. Blocking.
+fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
+    let cfg = &resolved.config;
+    let data_dir = &cfg.storage.data_dir;
+    let started = Instant::now();
+    let store = Arc::new(Store::open(&data_dir.join("db"), cfg.storage.sled_cache_bytes)?);
+    let numbers = Arc::new(numbers_from(resolved, &store)?);
+    let pipeline_cfg = PipelineConfig {
+        shards: cfg.shard_count(),
+        shard_queue: cfg.pipeline.shard_queue,
+        pin_threads: cfg.pipeline.pin_threads,
+    };
+    let pipeline = Arc::new(Pipeline::start(store.clone(), numbers, &pipeline_cfg)?);
+    let mut jcfg = JournalConfig::new(data_dir.join("journal"));
+    jcfg.segment_bytes = cfg.storage.journal_segment_bytes;
+    jcfg.max_record_bytes = cfg.storage.max_record_bytes;
+    jcfg.queue_capacity = cfg.storage.journal_queue;
+    let (journal, recovery) = Journal::open(jcfg)?;
+    if !recovery.is_clean() {
+        tracing::warn!(?recovery, "journal needed repair at start-up (see the log lines above)");
+    }
+    let from = checkpoint::replay_position(&store)?;
+    let replayed = ingest::replay(&pipeline, &journal, from, pipeline_cfg.shard_queue)?;
+    let handle = journal.start(Dispatcher::new(pipeline.clone()));
+    // Move the replay position past what was just replayed.
+    checkpoint::checkpoint(&pipeline, &handle, cfg.storage.journal_retain_bytes)?;
+    let checkpointer = Checkpointer::spawn(
+        pipeline.clone(),
+        handle.clone(),
+        cfg.storage.checkpoint_interval,
+        cfg.storage.journal_retain_bytes,
+        cfg.storage.dedupe_days,
+    )
+    .map_err(|source| DaemonError::DataDir { path: data_dir.clone(), source })?;
+    tracing::info!(
+        replayed,
+        from,
+        shards = pipeline.shard_count(),
+        conversations = pipeline.shards().map(|s| s.len()).sum::<usize>(),
+        customers = pipeline.directory().len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "state loaded and journal replayed"
+    );
+    Ok(Core { pipeline, journal: handle, checkpointer, retain_bytes: cfg.storage.journal_retain_bytes })
+}
+
+impl Core {
+    fn stop(self) -> Result<(), DaemonError> {
+        self.checkpointer.stop();
+        let result = checkpoint::checkpoint(&self.pipeline, &self.journal, self.retain_bytes);
+        self.journal.shutdown();
+        self.pipeline.stop();
+        self.pipeline.store().sync()?;
+        result.map(|_| ()).map_err(Into::into)
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { addr, source })
+}
+
+fn wait_for(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+fn write_pid_file(data_dir: &Path) -> Option<PathBuf> {
+    let path = data_dir.join("switchboard.pid");
+    match std::fs::write(&path, format!("{}\n", std::process::id())) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the pid file");
+            None
+        }
+    }
+}
+
+async fn terminate_signal() -> Result<&'static str, DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
+    let cfg = resolved.config.clone();
+    let data_dir = cfg.storage.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| DaemonError::DataDir { path: data_dir.clone(), source })?;
+    let metrics = crate::telemetry::install_metrics()?;
+
+    let listener = bind(cfg.server.listen).await?;
+    let https_addr = listener.local_addr().map_err(|source| DaemonError::Bind { addr: cfg.server.listen, source })?;
+    let metrics_listener = if cfg.metrics.enabled { Some(bind(cfg.metrics.listen).await?) } else { None };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let paths = cfg.server.tls_cert.as_deref().zip(cfg.server.tls_key.as_deref());
+    let tls = load_or_generate(paths, &data_dir, &cfg.server.tls_names)?;
+    let (auth, new_token) = AdminAuth::init(&data_dir, resolved.admin_token.as_ref())?;
+    if let Some(token) = new_token {
+        // Printed once; only its hash is kept.
+        println!("switchboard: admin API token (shown only this once): {token}");
+    }
+    let keys = AppKeys::new(&resolved.apps.iter().map(|a| (a.name.clone(), a.secret.expose().to_vec())).collect::<Vec<_>>());
+    let app = Arc::new(App::new(
+        auth,
+        WebhookSettings {
+            keys,
+            verify_tokens: resolved.apps.iter().map(|a| a.verify_token.clone()).collect(),
+            max_body_bytes: cfg.server.max_body_bytes,
+            body_read_timeout: cfg.server.body_read_timeout,
+        },
+    ));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = Limits {
+        max_connections: cfg.server.max_connections,
+        tls_handshake_timeout: cfg.server.tls_handshake_timeout,
+        header_read_timeout: cfg.server.header_read_timeout,
+        idle_timeout: cfg.server.idle_timeout,
+        h2_max_concurrent_streams: cfg.server.http2_max_concurrent_streams,
+        max_header_bytes: cfg.server.max_header_bytes,
+        shutdown_timeout: cfg.server.shutdown_timeout,
+    };
+    let service_app = app.clone();
+    let server = tokio::spawn(serve(
+        listener,
+        Arc::new(TlsSource::new(tls.server_config.clone())),
+        limits,
+        move |req, conn| service_app.clone().handle(req, conn),
+        wait_for(stop_rx.clone()),
+    ));
+    let metrics_server = metrics_listener.map(|l| {
+        let ready_app = app.clone();
+        let probes = Probes {
+            metrics: Arc::new(move || metrics.render()),
+            ready: Arc::new(move || ready_app.is_ready()),
+        };
+        tokio::spawn(serve_metrics(l, probes, wait_for(stop_rx.clone())))
+    });
+    // One machine-readable line for supervisors and tests (ports may be 0 in config).
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "listening",
+            "https": https_addr.to_string(),
+            "metrics": metrics_addr.map(|a| a.to_string()),
+            "pid": std::process::id(),
+            "ca": tls.ca_pem.as_ref().map(|p| p.display().to_string()),
+        })
+    );
+    let pid_file = write_pid_file(&data_dir);
+
+    let signal = tokio::spawn(terminate_signal());
+    let core_resolved = resolved.clone();
+    let core = tokio::task::spawn_blocking(move || start_core(&core_resolved));
+    let core = tokio::select! {
+        core = core => core.map_err(|e| DaemonError::Join(e.to_string()))??,
+        sig = signal => {
+            let sig = sig.map_err(|e| DaemonError::Join(e.to_string()))??;
+            tracing::info!(signal = sig, "stopping before start-up finished");
+            let _ = stop_tx.send(true);
+            return Ok(());
+        }
+    };
+    app.set_ready(Ingest::new(core.pipeline.clone(), core.journal.clone(), cfg.server.ingest_timeout));
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(%https_addr, metrics = ?metrics_addr, "ready");
+
+    let sig = terminate_signal().await?;
+    tracing::info!(signal = sig, "shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    app.set_unready();
+    let _ = stop_tx.send(true);
+    let grace = cfg.server.shutdown_timeout + Duration::from_secs(2);
+    if tokio::time::timeout(grace, server).await.is_err() {
+        tracing::warn!("the HTTPS listener did not stop in time");
+    }
+    if let Some(m) = metrics_server {
+        let _ = tokio::time::timeout(grace, m).await;
+    }
+    let stopped = tokio::task::spawn_blocking(move || core.stop()).await;
+    if let Some(p) = pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    stopped.map_err(|e| DaemonError::Join(e.to_string()))??;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

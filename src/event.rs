@@ -246,6 +246,9 @@ pub struct InvalidEvent {
 }
 
 /// One journal record's payload.
+// Events are built once and moved through Vecs; boxing the large variants
+// would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Message(MessageEvent),

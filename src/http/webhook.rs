@@ -50,7 +50,7 @@ pub fn verify(app: &App, req: &Request<Incoming>) -> Response<Body> {
         .webhook
         .verify_tokens
         .iter()
-        .fold(false, |acc, t| whatsapp::verify_token_matches(t.expose_str(), token) | acc);
+        .fold(false, |acc, t| whatsapp::verify_token_matches(&String::from_utf8_lossy(t.expose()), token) | acc);
     if matched {
         counted("GET", "verified", with_type(StatusCode::OK, "text/plain; charset=utf-8", challenge.to_string().into()))
     } else {
