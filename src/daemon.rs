@@ -106,12 +106,12 @@ fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
     }
     let from = checkpoint::replay_position(&store)?;
     let replayed = ingest::replay(&pipeline, &journal, from, pipeline_cfg.shard_queue)?;
-    let handle = journal.start(Dispatcher::new(pipeline.clone()));
+    let handle = journal.start(Dispatcher::new(pipeline.clone()))?;
     // Move the replay position past what was just replayed.
     checkpoint::checkpoint(&pipeline, &handle, cfg.storage.journal_retain_bytes)?;
     let checkpointer = Checkpointer::spawn(
         pipeline.clone(),
-        handle.clone(),
+        handle.appender(),
         cfg.storage.checkpoint_interval,
         cfg.storage.journal_retain_bytes,
         cfg.storage.dedupe_days,
@@ -133,9 +133,10 @@ impl Core {
     fn stop(self) -> Result<(), DaemonError> {
         self.checkpointer.stop();
         let result = checkpoint::checkpoint(&self.pipeline, &self.journal, self.retain_bytes);
-        self.journal.shutdown();
+        let journal = self.journal.shutdown();
         self.pipeline.stop();
         self.pipeline.store().sync()?;
+        journal?;
         result.map(|_| ()).map_err(Into::into)
     }
 }
@@ -252,13 +253,13 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
             return Ok(());
         }
     };
-    app.set_ready(Ingest::new(core.pipeline.clone(), core.journal.clone(), cfg.server.ingest_timeout));
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    app.set_ready(Ingest::new(core.pipeline.clone(), core.journal.appender(), cfg.server.ingest_timeout));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(%https_addr, metrics = ?metrics_addr, "ready");
 
     let sig = terminate_signal().await?;
     tracing::info!(signal = sig, "shutting down");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     app.set_unready();
     let _ = stop_tx.send(true);
     let grace = cfg.server.shutdown_timeout + Duration::from_secs(2);

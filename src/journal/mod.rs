@@ -2,8 +2,9 @@
 //!
 //! Nothing is acknowledged to Meta (or to an API client) until its records are
 //! in a batch that has been written and `fdatasync`ed here. sled is only an
-//! index: after a crash it is rebuilt by replaying the journal from the last
-//! [`Checkpoint`].
+//! index: after a crash it is rebuilt by replaying the journal from the
+//! replay position of the last checkpoint (kept in sled itself, next to the
+//! state it matches: see `pipeline::checkpoint`).
 //!
 //! Life cycle: [`Journal::open`] scans and repairs the directory and returns a
 //! [`Recovery`] report; [`Journal::replay`] feeds the records to the shards;
@@ -41,16 +42,13 @@
 //! - Open reads one whole segment at a time (segments are `segment_bytes`
 //!   plus at most one batch); replay does the same and skips segments whose
 //!   records are all below the requested LSN.
-//! - `disk_bytes` counts segment files only (not `corrupt/` or the
-//!   checkpoint).
+//! - `disk_bytes` counts segment files only (not `corrupt/`).
 //! - There is no lock file: two processes must never open one directory
 //!   (`File::try_lock` needs a newer Rust than the crate's MSRV); the daemon
 //!   should take its sled index (which sled locks) before the journal.
 
 mod segment;
 mod writer;
-
-pub mod checkpoint;
 
 #[cfg(test)]
 mod tests;
@@ -62,7 +60,6 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-pub use checkpoint::Checkpoint;
 pub use segment::{
     encode_record, framed_len, segment_file_name, FORMAT_VERSION, RECORD_HEADER_LEN, RECORD_MAGIC,
     SEGMENT_HEADER_LEN,

@@ -24,7 +24,7 @@ use super::ingest::IngestCtx;
 use super::shard::ShardMsg;
 use super::Pipeline;
 use crate::event::Lsn;
-use crate::journal::JournalHandle;
+use crate::journal::Appender;
 use crate::store::records::{kind, NumberCounters};
 use crate::store::{keys, StoreError, Writes};
 use crate::telemetry::names;
@@ -50,19 +50,21 @@ pub fn replay_position(store: &crate::store::Store) -> Result<Lsn, StoreError> {
 /// Run one checkpoint; returns the new replay position.
 pub fn checkpoint(
     pipeline: &Pipeline,
-    journal: &JournalHandle<IngestCtx>,
+    journal: &Appender<IngestCtx>,
     retain_bytes: u64,
 ) -> Result<Lsn, CheckpointError> {
     let started = Instant::now();
     let (lsn_tx, lsn_rx) = bounded::<Lsn>(1);
     let (reply_tx, reply_rx) = unbounded();
     let senders = pipeline.shard_senders();
-    journal.barrier(Box::new(move |durable: Lsn| {
-        for s in &senders {
-            let _ = s.send(ShardMsg::Checkpoint { reply: reply_tx.clone() });
-        }
-        let _ = lsn_tx.send(durable);
-    }));
+    journal
+        .barrier(Box::new(move |durable: Lsn| {
+            for s in &senders {
+                let _ = s.send(ShardMsg::Checkpoint { reply: reply_tx.clone() });
+            }
+            let _ = lsn_tx.send(durable);
+        }))
+        .map_err(|_| CheckpointError::JournalClosed)?;
     let durable = lsn_rx.recv().map_err(|_| CheckpointError::JournalClosed)?;
     let mut deltas: HashMap<String, NumberCounters> = HashMap::new();
     for _ in 0..pipeline.shard_count() {
@@ -107,7 +109,7 @@ pub struct Checkpointer {
 impl Checkpointer {
     pub fn spawn(
         pipeline: Arc<Pipeline>,
-        journal: JournalHandle<IngestCtx>,
+        journal: Appender<IngestCtx>,
         interval: Duration,
         retain_bytes: u64,
         dedupe_days: u32,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::{Completion, Failure, Pipeline, PipelineError};
 use crate::event::{Event, Lsn};
-use crate::journal::{AppendError, Journal, JournalError, JournalHandle, Record, Sink};
+use crate::journal::{AppendError, Appender, Journal, JournalError, Record, Sink};
 use crate::telemetry::names;
 
 /// What a journal append carries besides the records.
@@ -68,12 +68,12 @@ pub enum IngestError {
 #[derive(Clone)]
 pub struct Ingest {
     pipeline: Arc<Pipeline>,
-    journal: JournalHandle<IngestCtx>,
+    journal: Appender<IngestCtx>,
     timeout: Duration,
 }
 
 impl Ingest {
-    pub fn new(pipeline: Arc<Pipeline>, journal: JournalHandle<IngestCtx>, timeout: Duration) -> Self {
+    pub fn new(pipeline: Arc<Pipeline>, journal: Appender<IngestCtx>, timeout: Duration) -> Self {
         Ingest { pipeline, journal, timeout }
     }
 
@@ -81,7 +81,7 @@ impl Ingest {
         &self.pipeline
     }
 
-    pub fn journal(&self) -> &JournalHandle<IngestCtx> {
+    pub fn journal(&self) -> &Appender<IngestCtx> {
         &self.journal
     }
 
