@@ -34,8 +34,12 @@
 //! - `calls` changes: `statuses[]` (call statuses) become status events;
 //!   the rest of the value (`calls[]`, `errors[]`) one account event.
 //! - An item array that is not an array (`"messages": {}`) gives one
-//!   `not_an_array` invalid event whose `raw` is the whole value (the array
-//!   is split while the value is read, so its own bytes are not kept).
+//!   `not_an_array` invalid event per value whose `raw` is the whole value
+//!   (the array is split while the value is read, so its own bytes are not
+//!   kept).
+//! - Memory stays linear too: every event's `raw` is a distinct part of the
+//!   body, except the one account / unhandled-keys / not-an-array event a
+//!   value can give, which holds the value.
 //! - Invalid-item reasons: `not_an_object`, `unreadable_item` (serde refused
 //!   the item: duplicate keys, a lone UTF-16 surrogate), `missing_id`,
 //!   `missing_sender` / `invalid_sender`, `missing_recipient` /
@@ -396,6 +400,7 @@ impl<'n> Parser<'n> {
             _ => Vec::new(),
         };
         let mut unhandled: Vec<&str> = Vec::new();
+        let mut not_an_array: Option<ItemKind> = None;
         for (key, child) in &keys.0 {
             let key = key.as_ref();
             let kind = match (scope, key) {
@@ -426,15 +431,20 @@ impl<'n> Parser<'n> {
                     }
                 }
                 Child::Items(Arr::Absent) => {}
-                // The array's own bytes were not kept (it was split while
-                // reading the value): the whole value stands in for it.
-                Child::Items(Arr::NotArray) | Child::Raw(_) if number.managed => {
-                    self.invalid(ctx, "not_an_array", Some(number.id), value.get())
-                }
                 Child::Items(Arr::NotArray) | Child::Raw(_) => {
-                    self.unrouted(ctx, &number, kind.name(), value)
+                    not_an_array.get_or_insert(kind);
                 }
             }
+        }
+        // The array's own bytes were not kept (it was split while reading the
+        // value): the whole value stands in for it, once per value however
+        // many keys are wrong (duplicate keys must not multiply the value).
+        match not_an_array {
+            Some(_) if number.managed => {
+                self.invalid(ctx, "not_an_array", Some(number.id), value.get())
+            }
+            Some(kind) => self.unrouted(ctx, &number, kind.name(), value),
+            None => {}
         }
         if unhandled.is_empty() {
             return;

@@ -792,3 +792,18 @@ fn many_malformed_parts_stay_linear() {
         started.elapsed()
     );
 }
+
+#[test]
+fn duplicate_bad_arrays_do_not_multiply_the_value() {
+    // 20,000 `"messages":1` members: one invalid event holding the value once.
+    let members = vec![r#""messages":1"#; 20_000].join(",");
+    let value = format!(r#"{{"metadata":{{"phone_number_id":"{NUMBER}"}},{members}}}"#);
+    let d = parse(&change("messages", &value));
+    let i = invalid(&d);
+    assert_eq!(
+        (i.reason.as_str(), i.raw.len()),
+        ("not_an_array", value.len())
+    );
+    let d = parse(&change("messages", &value.replace(NUMBER, "555")));
+    assert_eq!(unrouted(one(&d)).item, "message");
+}
