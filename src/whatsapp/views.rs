@@ -6,6 +6,10 @@
 //!   fields are skipped, wrong types read as absent. They are a reading aid;
 //!   the item's raw JSON is what gets stored.
 //! - Strings borrow from the body until the final event is built.
+//! - The containers below `entry` (`Entry`, `Change`, `ValueKeys`) are read
+//!   by hand so that duplicate keys never fail them (first wins; `ValueKeys`
+//!   keeps all). Only the top level is derived: a duplicate `object` or
+//!   `entry` there is the body's fault and a 400.
 
 use std::borrow::Cow;
 use std::fmt;
