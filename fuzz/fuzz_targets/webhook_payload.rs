@@ -22,7 +22,10 @@ impl NumberDirectory for Numbers {
         MANAGED.iter().any(|(_, n)| *n == id)
     }
     fn number_for_display(&self, display: &str) -> Option<String> {
-        MANAGED.iter().find(|(d, _)| *d == display).map(|(_, n)| n.to_string())
+        MANAGED
+            .iter()
+            .find(|(d, _)| *d == display)
+            .map(|(_, n)| n.to_string())
     }
 }
 
