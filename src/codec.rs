@@ -41,8 +41,14 @@ pub enum CodecError {
 }
 
 /// A type this module can encode.
-pub trait Encode: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>> {}
-impl<T> Encode for T where T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>> {}
+pub trait Encode:
+    for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>>
+{
+}
+impl<T> Encode for T where
+    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>>
+{
+}
 
 /// A stored record type this module can validate and decode.
 pub trait Decode: Sized {
@@ -52,7 +58,8 @@ pub trait Decode: Sized {
 impl<T> Decode for T
 where
     T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<T, HighDeserializer<BoxedError>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
+        + Deserialize<T, HighDeserializer<BoxedError>>,
 {
     fn decode_stored(bytes: &[u8], kind: u16, version: u16) -> Result<Self, CodecError> {
         decode_stored::<T>(bytes, kind, version)
@@ -76,7 +83,8 @@ pub fn aligned_copy(bytes: &[u8]) -> AlignedVec {
 pub fn from_unaligned<T>(bytes: &[u8]) -> Result<T, CodecError>
 where
     T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<T, HighDeserializer<BoxedError>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
+        + Deserialize<T, HighDeserializer<BoxedError>>,
 {
     let buf = aligned_copy(bytes);
     rkyv::from_bytes::<T, BoxedError>(&buf).map_err(|e| CodecError::Invalid(e.to_string()))
@@ -105,7 +113,8 @@ fn stored_header(h: StoredHeader) -> [u8; STORED_HEADER_LEN] {
 pub fn encode_stored<T: Encode>(header: StoredHeader, value: &T) -> Result<AlignedVec, CodecError> {
     let mut buf = AlignedVec::<16>::with_capacity(256);
     buf.extend_from_slice(&stored_header(header));
-    rkyv::api::high::to_bytes_in::<_, BoxedError>(value, buf).map_err(|e| CodecError::Invalid(e.to_string()))
+    rkyv::api::high::to_bytes_in::<_, BoxedError>(value, buf)
+        .map_err(|e| CodecError::Invalid(e.to_string()))
 }
 
 /// The header of a stored value, checked but without touching the payload.
@@ -120,7 +129,11 @@ pub fn stored_header_of(bytes: &[u8]) -> Result<StoredHeader, CodecError> {
     let version = u16::from_le_bytes([bytes[6], bytes[7]]);
     let mut lsn = [0u8; 8];
     lsn.copy_from_slice(&bytes[8..16]);
-    Ok(StoredHeader { kind, version, lsn: u64::from_le_bytes(lsn) })
+    Ok(StoredHeader {
+        kind,
+        version,
+        lsn: u64::from_le_bytes(lsn),
+    })
 }
 
 /// Validate a stored value of `kind`/`version` and hand its archived form to
@@ -135,12 +148,22 @@ where
     T: Archive,
     T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>,
 {
-    let StoredHeader { kind: found, version: found_version, .. } = stored_header_of(bytes)?;
+    let StoredHeader {
+        kind: found,
+        version: found_version,
+        ..
+    } = stored_header_of(bytes)?;
     if found != kind {
-        return Err(CodecError::WrongKind { found, expected: kind });
+        return Err(CodecError::WrongKind {
+            found,
+            expected: kind,
+        });
     }
     if found_version != version {
-        return Err(CodecError::UnknownVersion { kind, version: found_version });
+        return Err(CodecError::UnknownVersion {
+            kind,
+            version: found_version,
+        });
     }
     let buf = aligned_copy(bytes);
     let archived = rkyv::access::<T::Archived, BoxedError>(&buf[STORED_HEADER_LEN..])
@@ -152,10 +175,13 @@ where
 pub fn decode_stored<T>(bytes: &[u8], kind: u16, version: u16) -> Result<T, CodecError>
 where
     T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<T, HighDeserializer<BoxedError>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
+        + Deserialize<T, HighDeserializer<BoxedError>>,
 {
-    with_stored::<T, _>(bytes, kind, version, |a| rkyv::deserialize::<T, BoxedError>(a))?
-        .map_err(|e| CodecError::Invalid(e.to_string()))
+    with_stored::<T, _>(bytes, kind, version, |a| {
+        rkyv::deserialize::<T, BoxedError>(a)
+    })?
+    .map_err(|e| CodecError::Invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -169,7 +195,11 @@ mod tests {
             waba_id: "102290129340398".into(),
             route: 7,
             direction: Direction::In,
-            customer: CustomerRef { wa_id: Some("16505551234".into()), home: "16505551234".into(), ..Default::default() },
+            customer: CustomerRef {
+                wa_id: Some("16505551234".into()),
+                home: "16505551234".into(),
+                ..Default::default()
+            },
             wamid: "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=".into(),
             kind: "text".into(),
             timestamp: 1749416383,
@@ -198,20 +228,55 @@ mod tests {
     #[test]
     fn stored_roundtrip_and_header_checks() {
         let value = sample();
-        let bytes = encode_stored(StoredHeader { kind: 9, version: 1, lsn: 42 }, &value).unwrap();
-        assert_eq!(stored_header_of(&bytes).unwrap(), StoredHeader { kind: 9, version: 1, lsn: 42 });
+        let bytes = encode_stored(
+            StoredHeader {
+                kind: 9,
+                version: 1,
+                lsn: 42,
+            },
+            &value,
+        )
+        .unwrap();
+        assert_eq!(
+            stored_header_of(&bytes).unwrap(),
+            StoredHeader {
+                kind: 9,
+                version: 1,
+                lsn: 42
+            }
+        );
         let back: MessageEvent = decode_stored(&bytes, 9, 1).unwrap();
         assert_eq!(back, value);
-        let text = with_stored::<MessageEvent, _>(&bytes, 9, 1, |a| a.text.as_ref().map(|t| t.to_string())).unwrap();
+        let text = with_stored::<MessageEvent, _>(&bytes, 9, 1, |a| {
+            a.text.as_ref().map(|t| t.to_string())
+        })
+        .unwrap();
         assert_eq!(text.as_deref(), Some("가격이 얼마예요? 🙏🏽"));
-        assert!(matches!(decode_stored::<MessageEvent>(&bytes, 8, 1), Err(CodecError::WrongKind { .. })));
-        assert!(matches!(decode_stored::<MessageEvent>(&bytes, 9, 2), Err(CodecError::UnknownVersion { .. })));
-        assert!(matches!(stored_header_of(&bytes[..10]), Err(CodecError::Truncated(10))));
+        assert!(matches!(
+            decode_stored::<MessageEvent>(&bytes, 8, 1),
+            Err(CodecError::WrongKind { .. })
+        ));
+        assert!(matches!(
+            decode_stored::<MessageEvent>(&bytes, 9, 2),
+            Err(CodecError::UnknownVersion { .. })
+        ));
+        assert!(matches!(
+            stored_header_of(&bytes[..10]),
+            Err(CodecError::Truncated(10))
+        ));
     }
 
     #[test]
     fn corrupt_stored_bytes_are_rejected_not_trusted() {
-        let bytes = encode_stored(StoredHeader { kind: 9, version: 1, lsn: 1 }, &sample()).unwrap();
+        let bytes = encode_stored(
+            StoredHeader {
+                kind: 9,
+                version: 1,
+                lsn: 1,
+            },
+            &sample(),
+        )
+        .unwrap();
         // Any single corrupted byte either still validates or is an error: never a panic.
         for i in STORED_HEADER_LEN..bytes.len() {
             let mut flipped = bytes.to_vec();
@@ -227,7 +292,10 @@ mod tests {
         assert!(decode_stored::<MessageEvent>(&bytes[..bytes.len() - 3], 9, 1).is_err());
         let mut bad_header = bytes.to_vec();
         bad_header[1] = b'x';
-        assert!(matches!(decode_stored::<MessageEvent>(&bad_header, 9, 1), Err(CodecError::BadHeader)));
+        assert!(matches!(
+            decode_stored::<MessageEvent>(&bad_header, 9, 1),
+            Err(CodecError::BadHeader)
+        ));
     }
 
     #[test]
@@ -246,8 +314,17 @@ mod tests {
                 timestamp: 5,
                 timestamp_valid: true,
                 received_at_ms: 6,
-                errors: vec![ErrorInfo { code: 131047, title: Some("Re-engagement message".into()), ..Default::default() }],
-                pricing: Some(Pricing { billable: Some(true), model: Some("PMP".into()), kind: Some("regular".into()), category: Some("marketing".into()) }),
+                errors: vec![ErrorInfo {
+                    code: 131047,
+                    title: Some("Re-engagement message".into()),
+                    ..Default::default()
+                }],
+                pricing: Some(Pricing {
+                    billable: Some(true),
+                    model: Some("PMP".into()),
+                    kind: Some("regular".into()),
+                    category: Some("marketing".into()),
+                }),
                 conversation_id: None,
                 raw: "{}".into(),
             }),
@@ -300,6 +377,9 @@ mod tests {
             let bytes = ev.encode().unwrap();
             assert_eq!(Event::decode(ev.kind(), ev.version(), &bytes).unwrap(), ev);
         }
-        assert!(matches!(Event::decode(99, 1, &[]), Err(CodecError::UnknownKind(99))));
+        assert!(matches!(
+            Event::decode(99, 1, &[]),
+            Err(CodecError::UnknownKind(99))
+        ));
     }
 }

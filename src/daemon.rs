@@ -36,9 +36,15 @@ use crate::whatsapp::AppKeys;
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("TLS: {0}")]
     Tls(#[from] crate::http::tls::TlsError),
     #[error("admin token: {0}")]
@@ -88,7 +94,10 @@ fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
     let cfg = &resolved.config;
     let data_dir = &cfg.storage.data_dir;
     let started = Instant::now();
-    let store = Arc::new(Store::open(&data_dir.join("db"), cfg.storage.sled_cache_bytes)?);
+    let store = Arc::new(Store::open(
+        &data_dir.join("db"),
+        cfg.storage.sled_cache_bytes,
+    )?);
     let numbers = Arc::new(numbers_from(resolved, &store)?);
     let pipeline_cfg = PipelineConfig {
         shards: cfg.shard_count(),
@@ -102,7 +111,10 @@ fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
     jcfg.queue_capacity = cfg.storage.journal_queue;
     let (journal, recovery) = Journal::open(jcfg)?;
     if !recovery.is_clean() {
-        tracing::warn!(?recovery, "journal needed repair at start-up (see the log lines above)");
+        tracing::warn!(
+            ?recovery,
+            "journal needed repair at start-up (see the log lines above)"
+        );
     }
     let from = checkpoint::replay_position(&store)?;
     let replayed = ingest::replay(&pipeline, &journal, from, pipeline_cfg.shard_queue)?;
@@ -116,7 +128,10 @@ fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
         cfg.storage.journal_retain_bytes,
         cfg.storage.dedupe_days,
     )
-    .map_err(|source| DaemonError::DataDir { path: data_dir.clone(), source })?;
+    .map_err(|source| DaemonError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
     tracing::info!(
         replayed,
         from,
@@ -126,7 +141,12 @@ fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "state loaded and journal replayed"
     );
-    Ok(Core { pipeline, journal: handle, checkpointer, retain_bytes: cfg.storage.journal_retain_bytes })
+    Ok(Core {
+        pipeline,
+        journal: handle,
+        checkpointer,
+        retain_bytes: cfg.storage.journal_retain_bytes,
+    })
 }
 
 impl Core {
@@ -142,13 +162,13 @@ impl Core {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, DaemonError> {
-    TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind { addr, source })
 }
 
-fn wait_for(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 fn write_pid_file(data_dir: &Path) -> Option<PathBuf> {
@@ -176,27 +196,51 @@ async fn terminate_signal() -> Result<&'static str, DaemonError> {
 pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
     let cfg = resolved.config.clone();
     let data_dir = cfg.storage.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| DaemonError::DataDir { path: data_dir.clone(), source })?;
+    std::fs::create_dir_all(&data_dir).map_err(|source| DaemonError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
     let metrics = crate::telemetry::install_metrics()?;
 
     let listener = bind(cfg.server.listen).await?;
-    let https_addr = listener.local_addr().map_err(|source| DaemonError::Bind { addr: cfg.server.listen, source })?;
-    let metrics_listener = if cfg.metrics.enabled { Some(bind(cfg.metrics.listen).await?) } else { None };
+    let https_addr = listener.local_addr().map_err(|source| DaemonError::Bind {
+        addr: cfg.server.listen,
+        source,
+    })?;
+    let metrics_listener = if cfg.metrics.enabled {
+        Some(bind(cfg.metrics.listen).await?)
+    } else {
+        None
+    };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    let paths = cfg.server.tls_cert.as_deref().zip(cfg.server.tls_key.as_deref());
+    let paths = cfg
+        .server
+        .tls_cert
+        .as_deref()
+        .zip(cfg.server.tls_key.as_deref());
     let tls = load_or_generate(paths, &data_dir, &cfg.server.tls_names)?;
     let (auth, new_token) = AdminAuth::init(&data_dir, resolved.admin_token.as_ref())?;
     if let Some(token) = new_token {
         // Printed once; only its hash is kept.
         println!("switchboard: admin API token (shown only this once): {token}");
     }
-    let keys = AppKeys::new(&resolved.apps.iter().map(|a| (a.name.clone(), a.secret.expose().to_vec())).collect::<Vec<_>>());
+    let keys = AppKeys::new(
+        &resolved
+            .apps
+            .iter()
+            .map(|a| (a.name.clone(), a.secret.expose().to_vec()))
+            .collect::<Vec<_>>(),
+    );
     let app = Arc::new(App::new(
         auth,
         WebhookSettings {
             keys,
-            verify_tokens: resolved.apps.iter().map(|a| a.verify_token.clone()).collect(),
+            verify_tokens: resolved
+                .apps
+                .iter()
+                .map(|a| a.verify_token.clone())
+                .collect(),
             max_body_bytes: cfg.server.max_body_bytes,
             body_read_timeout: cfg.server.body_read_timeout,
         },
@@ -253,7 +297,11 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
             return Ok(());
         }
     };
-    app.set_ready(Ingest::new(core.pipeline.clone(), core.journal.appender(), cfg.server.ingest_timeout));
+    app.set_ready(Ingest::new(
+        core.pipeline.clone(),
+        core.journal.appender(),
+        cfg.server.ingest_timeout,
+    ));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(%https_addr, metrics = ?metrics_addr, "ready");
 

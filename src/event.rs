@@ -39,7 +39,10 @@ pub struct CustomerRef {
 impl CustomerRef {
     /// Identities in the order we prefer to key a customer by.
     pub fn identities(&self) -> impl Iterator<Item = &str> {
-        self.user_id.as_deref().into_iter().chain(self.wa_id.as_deref())
+        self.user_id
+            .as_deref()
+            .into_iter()
+            .chain(self.wa_id.as_deref())
     }
 }
 
@@ -75,7 +78,9 @@ pub struct Media {
 }
 
 /// Click-to-WhatsApp ad (or post) the customer came from.
-#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
+#[derive(
+    Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq, Eq,
+)]
 #[rkyv(derive(Debug))]
 pub struct Referral {
     pub source_url: Option<String>,
@@ -312,7 +317,11 @@ impl Event {
 
     /// Decode a payload written by [`Event::encode`], validating every byte.
     /// `bytes` need not be aligned: they are copied into an aligned buffer.
-    pub fn decode(kind: u16, version: u16, bytes: &[u8]) -> Result<Event, crate::codec::CodecError> {
+    pub fn decode(
+        kind: u16,
+        version: u16,
+        bytes: &[u8],
+    ) -> Result<Event, crate::codec::CodecError> {
         use crate::codec::{from_unaligned, CodecError};
         if version != 1 {
             return Err(CodecError::UnknownVersion { kind, version });

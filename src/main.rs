@@ -10,7 +10,11 @@ use switchboard::config::{self, LogFormat};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Control backend for WhatsApp Business Cloud API numbers")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Control backend for WhatsApp Business Cloud API numbers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,11 +60,18 @@ fn main() -> ExitCode {
                 None => config::defaults(),
             };
             let logging = &resolved.config.logging;
-            if let Err(e) = switchboard::telemetry::init_logging(&logging.level, logging.format == LogFormat::Json) {
+            if let Err(e) = switchboard::telemetry::init_logging(
+                &logging.level,
+                logging.format == LogFormat::Json,
+            ) {
                 eprintln!("switchboard: {e}");
                 return ExitCode::from(2);
             }
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("io").build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("io")
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("switchboard: cannot start the async runtime: {e}");

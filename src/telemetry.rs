@@ -92,10 +92,15 @@ pub const CATALOGUE: &[MetricDef] = &[
 
 /// Latency buckets from 50 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
 ];
-const BYTES_BUCKETS: &[f64] = &[256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0];
-const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+const BYTES_BUCKETS: &[f64] = &[
+    256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+];
+const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -116,7 +121,9 @@ pub fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
             Unit::Bytes => BYTES_BUCKETS,
             _ => COUNT_BUCKETS,
         };
-        builder = builder.set_buckets_for_metric(Matcher::Full(def.name.to_string()), buckets).map_err(err)?;
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(def.name.to_string()), buckets)
+            .map_err(err)?;
     }
     let handle = builder.install_recorder().map_err(err)?;
     describe_all();
@@ -147,32 +154,81 @@ pub fn init_logging(level: &str, json: bool) -> Result<(), TelemetryError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .map_err(|e| TelemetryError::Logging(e.to_string()))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = if json { builder.json().try_init() } else { builder.try_init() };
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let result = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
     result.map_err(|e| TelemetryError::Logging(e.to_string()))
 }
 
 /// Message `type` as a bounded label value.
 pub fn message_type_label(kind: &str) -> &'static str {
     const KNOWN: &[&str] = &[
-        "text", "image", "audio", "video", "document", "sticker", "location", "contacts", "interactive", "button",
-        "reaction", "order", "system", "unsupported", "edit", "revoke", "request_welcome", "errors",
+        "text",
+        "image",
+        "audio",
+        "video",
+        "document",
+        "sticker",
+        "location",
+        "contacts",
+        "interactive",
+        "button",
+        "reaction",
+        "order",
+        "system",
+        "unsupported",
+        "edit",
+        "revoke",
+        "request_welcome",
+        "errors",
     ];
     bounded(kind, KNOWN)
 }
 
 /// Status value as a bounded label value.
 pub fn status_label(status: &str) -> &'static str {
-    bounded(status, &["sent", "delivered", "read", "failed", "played", "deleted", "warning"])
+    bounded(
+        status,
+        &[
+            "sent",
+            "delivered",
+            "read",
+            "failed",
+            "played",
+            "deleted",
+            "warning",
+        ],
+    )
 }
 
 /// Webhook `field` as a bounded label value.
 pub fn field_label(field: &str) -> &'static str {
     const KNOWN: &[&str] = &[
-        "messages", "phone_number_quality_update", "phone_number_name_update", "message_template_status_update",
-        "message_template_quality_update", "message_template_components_update", "template_category_update",
-        "account_update", "account_review_update", "account_alerts", "business_capability_update", "user_preferences",
-        "smb_message_echoes", "calls", "security", "flows", "history", "smb_app_state_sync",
+        "messages",
+        "phone_number_quality_update",
+        "phone_number_name_update",
+        "message_template_status_update",
+        "message_template_quality_update",
+        "message_template_components_update",
+        "template_category_update",
+        "account_update",
+        "account_review_update",
+        "account_alerts",
+        "business_capability_update",
+        "user_preferences",
+        "smb_message_echoes",
+        "calls",
+        "security",
+        "flows",
+        "history",
+        "smb_app_state_sync",
     ];
     bounded(field, KNOWN)
 }
@@ -180,14 +236,24 @@ pub fn field_label(field: &str) -> &'static str {
 /// Invalid-item reason as a bounded label value.
 pub fn invalid_reason_label(reason: &str) -> &'static str {
     const KNOWN: &[&str] = &[
-        "not_an_object", "missing_id", "missing_sender", "invalid_sender", "missing_status", "missing_recipient",
-        "malformed_change", "invalid_timestamp",
+        "not_an_object",
+        "missing_id",
+        "missing_sender",
+        "invalid_sender",
+        "missing_status",
+        "missing_recipient",
+        "malformed_change",
+        "invalid_timestamp",
     ];
     bounded(reason, KNOWN)
 }
 
 fn bounded(value: &str, known: &[&'static str]) -> &'static str {
-    known.iter().find(|k| **k == value).copied().unwrap_or("other")
+    known
+        .iter()
+        .find(|k| **k == value)
+        .copied()
+        .unwrap_or("other")
 }
 
 #[cfg(test)]

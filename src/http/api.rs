@@ -15,43 +15,55 @@ pub struct Params {
 
 impl Params {
     pub fn parse(query: Option<&str>) -> Params {
-        let pairs = query.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+        let pairs = query
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
         Params { pairs }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
     }
 
-    fn limit(&self) -> Result<Option<usize>, Response<Body>> {
-        match self.get("limit") {
-            None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| error(StatusCode::BAD_REQUEST, "invalid_parameter", "limit: not a positive integer")),
-        }
+    fn limit(&self) -> Result<Option<usize>, QueryError> {
+        crate::query::parse_limit(self.get("limit"))
     }
 }
 
 fn render<T: serde::Serialize>(result: Result<T, QueryError>) -> Response<Body> {
     match result {
         Ok(v) => json(StatusCode::OK, &v),
-        Err(QueryError::NotFound(what)) => error(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
-        Err(e @ QueryError::Invalid { .. }) => error(StatusCode::BAD_REQUEST, "invalid_parameter", e),
+        Err(QueryError::NotFound(what)) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        ),
+        Err(e @ QueryError::Invalid { .. }) => {
+            error(StatusCode::BAD_REQUEST, "invalid_parameter", e)
+        }
         Err(QueryError::Store(e)) => {
             tracing::error!(error = %e, "read failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "store_error", "reading the store failed; see the daemon log")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_error",
+                "reading the store failed; see the daemon log",
+            )
         }
     }
 }
 
 pub fn conversations(p: &Pipeline, params: &Params) -> Response<Body> {
-    let limit = match params.limit() {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
-    render(Queries::new(p).conversations(params.get("number"), params.get("status"), limit, params.get("cursor")))
+    render(params.limit().and_then(|limit| {
+        Queries::new(p).conversations(
+            params.get("number"),
+            params.get("status"),
+            limit,
+            params.get("cursor"),
+        )
+    }))
 }
 
 pub fn conversation(p: &Pipeline, id: &str) -> Response<Body> {
@@ -59,11 +71,11 @@ pub fn conversation(p: &Pipeline, id: &str) -> Response<Body> {
 }
 
 pub fn conversation_messages(p: &Pipeline, id: &str, params: &Params) -> Response<Body> {
-    let limit = match params.limit() {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
-    render(Queries::new(p).conversation_messages(id, limit, params.get("cursor")))
+    render(
+        params.limit().and_then(|limit| {
+            Queries::new(p).conversation_messages(id, limit, params.get("cursor"))
+        }),
+    )
 }
 
 pub fn message(p: &Pipeline, id: &str) -> Response<Body> {
@@ -75,13 +87,14 @@ pub fn customer(p: &Pipeline, id: &str) -> Response<Body> {
 }
 
 pub fn numbers(p: &Pipeline) -> Response<Body> {
-    json(StatusCode::OK, &serde_json::json!({ "items": Queries::new(p).numbers() }))
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "items": Queries::new(p).numbers() }),
+    )
 }
 
 pub fn webhook_events(p: &Pipeline, params: &Params) -> Response<Body> {
-    let limit = match params.limit() {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
-    render(Queries::new(p).webhook_events(params.get("kind"), limit, params.get("cursor")))
+    render(params.limit().and_then(|limit| {
+        Queries::new(p).webhook_events(params.get("kind"), limit, params.get("cursor"))
+    }))
 }

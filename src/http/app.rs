@@ -92,12 +92,21 @@ impl Route {
 }
 
 fn decode_segment(s: &str) -> Option<String> {
-    percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 fn route(method: &Method, path: &str) -> Route {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let get = |r: Route| if method == Method::GET || method == Method::HEAD { r } else { Route::MethodNotAllowed("GET, HEAD") };
+    let get = |r: Route| {
+        if method == Method::GET || method == Method::HEAD {
+            r
+        } else {
+            Route::MethodNotAllowed("GET, HEAD")
+        }
+    };
     let id = |s: &str, f: fn(String) -> Route| match decode_segment(s) {
         Some(v) if !v.is_empty() => get(f(v)),
         _ => Route::NotFound,
@@ -124,7 +133,12 @@ fn route(method: &Method, path: &str) -> Route {
 
 impl App {
     pub fn new(auth: AdminAuth, webhook: WebhookSettings) -> App {
-        App { core: OnceLock::new(), ready: AtomicBool::new(false), auth, webhook }
+        App {
+            core: OnceLock::new(),
+            ready: AtomicBool::new(false),
+            auth,
+            webhook,
+        }
     }
 
     /// Start-up finished: webhooks and the API are served from now on.
@@ -148,7 +162,11 @@ impl App {
         self.core.get()
     }
 
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _conn: ConnInfo,
+    ) -> Response<Body> {
         let route = route(req.method(), req.uri().path());
         let label = route.label();
         let is_head = req.method() == Method::HEAD;
@@ -158,16 +176,29 @@ impl App {
                 if self.is_ready() {
                     json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
                 } else {
-                    error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "starting, shutting down, or the journal cannot write")
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        "starting, shutting down, or the journal cannot write",
+                    )
                 }
             }
             Route::WebhookVerify => webhook::verify(&self, &req),
             Route::WebhookPost => return webhook::receive(&self, req).await,
             Route::OpenApi => super::openapi::response(),
-            Route::NotFound => error(StatusCode::NOT_FOUND, "not_found", format!("no route for {}", req.uri().path())),
+            Route::NotFound => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {}", req.uri().path()),
+            ),
             Route::MethodNotAllowed(allow) => {
-                let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("use {allow}"));
-                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+                let mut r = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("use {allow}"),
+                );
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
                 r
             }
             api_route => self.api(api_route, &req),
@@ -180,13 +211,30 @@ impl App {
     }
 
     fn api(&self, route: Route, req: &Request<Incoming>) -> Response<Body> {
-        if self.auth.authenticate(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())).is_none() {
-            let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <admin token>");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        if self
+            .auth
+            .authenticate(
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+            )
+            .is_none()
+        {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send Authorization: Bearer <admin token>",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
         let Some(ingest) = self.ingest() else {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "start-up replay has not finished");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "start-up replay has not finished",
+            );
         };
         let params = api::Params::parse(req.uri().query());
         let pipeline = ingest.pipeline();
@@ -218,13 +266,35 @@ mod tests {
 
     #[test]
     fn routes_match_and_decode_ids() {
-        assert!(matches!(route(&Method::GET, "/api/v1/messages/wamid.ab%2Fcd%3D"), Route::Message(id) if id == "wamid.ab/cd="));
-        assert!(matches!(route(&Method::GET, "/api/v1/conversations/12/messages"), Route::ConversationMessages(id) if id == "12"));
-        assert!(matches!(route(&Method::POST, "/webhooks/whatsapp"), Route::WebhookPost));
-        assert!(matches!(route(&Method::DELETE, "/webhooks/whatsapp"), Route::MethodNotAllowed(_)));
-        assert!(matches!(route(&Method::POST, "/api/v1/numbers"), Route::MethodNotAllowed(_)));
-        assert!(matches!(route(&Method::GET, "/api/v1/nope"), Route::NotFound));
-        assert!(matches!(route(&Method::GET, "/api/v1/customers/%FF"), Route::NotFound));
-        assert!(matches!(route(&Method::GET, "/api/v1/numbers/"), Route::Numbers));
+        assert!(
+            matches!(route(&Method::GET, "/api/v1/messages/wamid.ab%2Fcd%3D"), Route::Message(id) if id == "wamid.ab/cd=")
+        );
+        assert!(
+            matches!(route(&Method::GET, "/api/v1/conversations/12/messages"), Route::ConversationMessages(id) if id == "12")
+        );
+        assert!(matches!(
+            route(&Method::POST, "/webhooks/whatsapp"),
+            Route::WebhookPost
+        ));
+        assert!(matches!(
+            route(&Method::DELETE, "/webhooks/whatsapp"),
+            Route::MethodNotAllowed(_)
+        ));
+        assert!(matches!(
+            route(&Method::POST, "/api/v1/numbers"),
+            Route::MethodNotAllowed(_)
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/api/v1/nope"),
+            Route::NotFound
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/api/v1/customers/%FF"),
+            Route::NotFound
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/api/v1/numbers/"),
+            Route::Numbers
+        ));
     }
 }

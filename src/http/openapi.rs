@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 use super::response::with_type;
 use super::server::Body;
 
-static DOCUMENT: LazyLock<Bytes> =
-    LazyLock::new(|| Bytes::from(serde_json::to_vec_pretty(&document()).expect("the document is plain JSON")));
+static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
+    Bytes::from(serde_json::to_vec_pretty(&document()).expect("the document is plain JSON"))
+});
 
 pub fn response() -> Response<Body> {
     with_type(StatusCode::OK, "application/json", DOCUMENT.clone())
@@ -37,7 +38,10 @@ fn nullable_time() -> Value {
 }
 
 fn object(properties: Value) -> Value {
-    let required: Vec<String> = properties.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let required: Vec<String> = properties
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
     json!({"type": "object", "required": required, "properties": properties})
 }
 
@@ -89,14 +93,26 @@ fn api_get(summary: &str, params: Vec<Value>, response: Value) -> Value {
 
 fn limit_cursor() -> Vec<Value> {
     vec![
-        param("limit", "Page size, 1 to 500 (default 50).", json!({"type": "integer", "minimum": 1, "maximum": 500})),
-        param("cursor", "The `next_cursor` of the previous page.", string()),
+        param(
+            "limit",
+            "Page size, 1 to 500 (default 50).",
+            json!({"type": "integer", "minimum": 1, "maximum": 500}),
+        ),
+        param(
+            "cursor",
+            "The `next_cursor` of the previous page.",
+            string(),
+        ),
     ]
 }
 
 pub fn document() -> Value {
     let mut conv_params = vec![
-        param("number", "Only conversations of this phone_number_id.", string()),
+        param(
+            "number",
+            "Only conversations of this phone_number_id.",
+            string(),
+        ),
         param(
             "status",
             "Only conversations in this status.",
@@ -104,8 +120,11 @@ pub fn document() -> Value {
         ),
     ];
     conv_params.extend(limit_cursor());
-    let mut event_params =
-        vec![param("kind", "Only events of this kind.", json!({"type": "string", "enum": ["account", "preference", "unrouted", "invalid"]}))];
+    let mut event_params = vec![param(
+        "kind",
+        "Only events of this kind.",
+        json!({"type": "string", "enum": ["account", "preference", "unrouted", "invalid"]}),
+    )];
     event_params.extend(limit_cursor());
     json!({
         "openapi": "3.1.0",
@@ -283,8 +302,10 @@ mod tests {
             }
         }
         documented.sort();
-        let mut served: Vec<(String, String)> =
-            super::super::app::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        let mut served: Vec<(String, String)> = super::super::app::ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
         served.sort();
         assert_eq!(documented, served);
     }

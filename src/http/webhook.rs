@@ -26,35 +26,64 @@ const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 const MAX_CHALLENGE_LEN: usize = 512;
 
 fn counted(method: &'static str, outcome: &'static str, resp: Response<Body>) -> Response<Body> {
-    metrics::counter!(names::WEBHOOK_REQUESTS, "method" => method, "outcome" => outcome).increment(1);
+    metrics::counter!(names::WEBHOOK_REQUESTS, "method" => method, "outcome" => outcome)
+        .increment(1);
     resp
 }
 
 /// `GET /webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C`
 pub fn verify(app: &App, req: &Request<Incoming>) -> Response<Body> {
     let params = Params::parse(req.uri().query());
-    let (Some(mode), Some(token), Some(challenge)) =
-        (params.get("hub.mode"), params.get("hub.verify_token"), params.get("hub.challenge"))
-    else {
+    let (Some(mode), Some(token), Some(challenge)) = (
+        params.get("hub.mode"),
+        params.get("hub.verify_token"),
+        params.get("hub.challenge"),
+    ) else {
         return counted(
             "GET",
             "bad_request",
-            error(StatusCode::BAD_REQUEST, "bad_request", "expected hub.mode, hub.verify_token and hub.challenge"),
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "expected hub.mode, hub.verify_token and hub.challenge",
+            ),
         );
     };
     if mode != "subscribe" || challenge.len() > MAX_CHALLENGE_LEN {
-        return counted("GET", "bad_request", error(StatusCode::BAD_REQUEST, "bad_request", "hub.mode must be subscribe"));
+        return counted(
+            "GET",
+            "bad_request",
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "hub.mode must be subscribe",
+            ),
+        );
     }
     // Compare against every token (no early exit): timing says nothing.
-    let matched = app
-        .webhook
-        .verify_tokens
-        .iter()
-        .fold(false, |acc, t| whatsapp::verify_token_matches(&String::from_utf8_lossy(t.expose()), token) | acc);
+    let matched = app.webhook.verify_tokens.iter().fold(false, |acc, t| {
+        whatsapp::verify_token_matches(&String::from_utf8_lossy(t.expose()), token) | acc
+    });
     if matched {
-        counted("GET", "verified", with_type(StatusCode::OK, "text/plain; charset=utf-8", challenge.to_string().into()))
+        counted(
+            "GET",
+            "verified",
+            with_type(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                challenge.to_string().into(),
+            ),
+        )
     } else {
-        counted("GET", "forbidden", error(StatusCode::FORBIDDEN, "forbidden", "hub.verify_token does not match"))
+        counted(
+            "GET",
+            "forbidden",
+            error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "hub.verify_token does not match",
+            ),
+        )
     }
 }
 
@@ -62,50 +91,108 @@ pub fn verify(app: &App, req: &Request<Incoming>) -> Response<Body> {
 pub async fn receive(app: &App, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let (Some(ingest), true) = (app.ingest(), app.is_ready()) else {
-        let resp = error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "not accepting webhooks yet; retry");
+        let resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "not accepting webhooks yet; retry",
+        );
         return counted("POST", "not_ready", retry_after(resp, 5));
     };
     let max = app.webhook.max_body_bytes;
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max as u64) {
-        let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("body over {max} bytes"));
+        let resp = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body over {max} bytes"),
+        );
         return counted("POST", "too_large", resp);
     }
     let (parts, body) = req.into_parts();
-    let body = match tokio::time::timeout(app.webhook.body_read_timeout, Limited::new(body, max).collect()).await {
+    let body = match tokio::time::timeout(
+        app.webhook.body_read_timeout,
+        Limited::new(body, max).collect(),
+    )
+    .await
+    {
         Err(_) => {
-            let resp = error(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the body did not arrive in time");
+            let resp = error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the body did not arrive in time",
+            );
             return counted("POST", "body_timeout", resp);
         }
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("body over {max} bytes"));
+            let resp = error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("body over {max} bytes"),
+            );
             return counted("POST", "too_large", resp);
         }
         Ok(Err(e)) => {
-            return counted("POST", "bad_body", error(StatusCode::BAD_REQUEST, "bad_body", format!("reading the body: {e}")))
+            return counted(
+                "POST",
+                "bad_body",
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("reading the body: {e}"),
+                ),
+            )
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     let signature = parts.headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes());
     if let Err(e) = whatsapp::verify(&app.webhook.keys, signature, &body) {
         let (code, outcome, message) = match e {
-            SignatureError::Missing => ("missing_signature", "missing_signature", "X-Hub-Signature-256 is missing"),
-            SignatureError::Malformed => {
-                ("malformed_signature", "malformed_signature", "X-Hub-Signature-256 must be sha256=<64 hex digits>")
-            }
-            SignatureError::Mismatch => ("bad_signature", "bad_signature", "X-Hub-Signature-256 does not match the body"),
+            SignatureError::Missing => (
+                "missing_signature",
+                "missing_signature",
+                "X-Hub-Signature-256 is missing",
+            ),
+            SignatureError::Malformed => (
+                "malformed_signature",
+                "malformed_signature",
+                "X-Hub-Signature-256 must be sha256=<64 hex digits>",
+            ),
+            SignatureError::Mismatch => (
+                "bad_signature",
+                "bad_signature",
+                "X-Hub-Signature-256 does not match the body",
+            ),
         };
-        return counted("POST", outcome, error(StatusCode::UNAUTHORIZED, code, message));
+        return counted(
+            "POST",
+            outcome,
+            error(StatusCode::UNAUTHORIZED, code, message),
+        );
     }
     let pipeline = ingest.pipeline();
-    let delivery = match whatsapp::parse_delivery(&body, pipeline.numbers().as_ref(), crate::pipeline::checkpoint::now_ms()) {
+    let delivery = match whatsapp::parse_delivery(
+        &body,
+        pipeline.numbers().as_ref(),
+        crate::pipeline::checkpoint::now_ms(),
+    ) {
         Ok(d) => d,
         Err(PayloadError::Malformed(m)) => {
-            return counted("POST", "malformed", error(StatusCode::BAD_REQUEST, "malformed_payload", m))
+            return counted(
+                "POST",
+                "malformed",
+                error(StatusCode::BAD_REQUEST, "malformed_payload", m),
+            )
         }
         Err(PayloadError::WrongObject(o)) => {
             let msg = format!("object must be whatsapp_business_account, got {o:?}");
-            return counted("POST", "wrong_object", error(StatusCode::BAD_REQUEST, "wrong_object", msg));
+            return counted(
+                "POST",
+                "wrong_object",
+                error(StatusCode::BAD_REQUEST, "wrong_object", msg),
+            );
         }
     };
     for ev in &delivery.events {
@@ -114,31 +201,73 @@ pub async fn receive(app: &App, req: Request<Incoming>) -> Response<Body> {
     metrics::histogram!(names::WEBHOOK_BODY_BYTES).record(body.len() as f64);
     match ingest.submit(delivery.events).await {
         Ok(n) => {
-            metrics::histogram!(names::WEBHOOK_INGEST_SECONDS).record(started.elapsed().as_secs_f64());
-            counted("POST", "accepted", json(StatusCode::OK, &serde_json::json!({ "received": n })))
+            metrics::histogram!(names::WEBHOOK_INGEST_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+            counted(
+                "POST",
+                "accepted",
+                json(StatusCode::OK, &serde_json::json!({ "received": n })),
+            )
         }
         Err(e) => {
             let (status, code, outcome, retry) = match &e {
-                IngestError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "overloaded", Some(1)),
-                IngestError::Closed => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "shutting_down", Some(5)),
-                IngestError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "too_large", None),
-                IngestError::Encode(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal", None),
-                IngestError::Failed(Failure::Journal(_)) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable", "journal_error", Some(5))
-                }
-                IngestError::Failed(Failure::Apply(_)) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "apply_failed", "apply_error", Some(5))
-                }
-                IngestError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", "timeout", Some(1)),
+                IngestError::Overloaded => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "overloaded",
+                    Some(1),
+                ),
+                IngestError::Closed => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    "shutting_down",
+                    Some(5),
+                ),
+                IngestError::TooLarge => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "too_large",
+                    None,
+                ),
+                IngestError::Encode(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal",
+                    None,
+                ),
+                IngestError::Failed(Failure::Journal(_)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "journal_unavailable",
+                    "journal_error",
+                    Some(5),
+                ),
+                IngestError::Failed(Failure::Apply(_)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "apply_failed",
+                    "apply_error",
+                    Some(5),
+                ),
+                IngestError::Timeout(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    "timeout",
+                    Some(1),
+                ),
             };
-            if status.is_server_error() && !matches!(e, IngestError::Overloaded | IngestError::Closed) {
+            if status.is_server_error()
+                && !matches!(e, IngestError::Overloaded | IngestError::Closed)
+            {
                 tracing::warn!(error = %e, "webhook not acknowledged");
             }
             let resp = error(status, code, e);
-            counted("POST", outcome, match retry {
-                Some(s) => retry_after(resp, s),
-                None => resp,
-            })
+            counted(
+                "POST",
+                outcome,
+                match retry {
+                    Some(s) => retry_after(resp, s),
+                    None => resp,
+                },
+            )
         }
     }
 }

@@ -60,22 +60,29 @@ pub fn checkpoint(
     journal
         .barrier(Box::new(move |durable: Lsn| {
             for s in &senders {
-                let _ = s.send(ShardMsg::Checkpoint { reply: reply_tx.clone() });
+                let _ = s.send(ShardMsg::Checkpoint {
+                    reply: reply_tx.clone(),
+                });
             }
             let _ = lsn_tx.send(durable);
         }))
         .map_err(|_| CheckpointError::JournalClosed)?;
     let durable = lsn_rx.recv().map_err(|_| CheckpointError::JournalClosed)?;
     let mut deltas: HashMap<String, NumberCounters> = HashMap::new();
+    let mut conversations = 0;
     for _ in 0..pipeline.shard_count() {
-        let part = reply_rx.recv().map_err(|_| CheckpointError::Shard("a shard stopped".into()))?;
+        let part = reply_rx
+            .recv()
+            .map_err(|_| CheckpointError::Shard("a shard stopped".into()))?;
         let part = part.map_err(CheckpointError::Shard)?;
+        conversations += part.conversations_written;
         for (number, c) in part.counters {
             deltas.entry(number).or_default().add(&c);
         }
     }
     let store = pipeline.store();
-    for chunk in pipeline.directory().take_dirty().chunks(4096) {
+    let customers = pipeline.directory().take_dirty();
+    for chunk in customers.chunks(4096) {
         let mut w = Writes::default();
         for c in chunk {
             w.put(&keys::customer(&c.id), kind::CUSTOMER, 0, c)?;
@@ -92,9 +99,20 @@ pub fn checkpoint(
     store.sync()?;
     let (segments, bytes) = journal.remove_segments_before(position, retain_bytes);
     if segments > 0 {
-        tracing::debug!(segments, bytes, position, "journal segments removed after checkpoint");
+        tracing::debug!(
+            segments,
+            bytes,
+            position,
+            "journal segments removed after checkpoint"
+        );
     }
     pipeline.update_gauges();
+    tracing::debug!(
+        position,
+        conversations,
+        customers = customers.len(),
+        "checkpoint written"
+    );
     metrics::gauge!(names::CHECKPOINT_LSN).set(position as f64);
     metrics::histogram!(names::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
     Ok(position)
@@ -144,7 +162,10 @@ impl Checkpointer {
                 }
             }
         })?;
-        Ok(Checkpointer { stop, thread: Some(thread) })
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Stop the timer thread (the caller runs the final checkpoint itself).

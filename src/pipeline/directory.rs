@@ -47,7 +47,9 @@ pub struct Directory {
 impl Default for Directory {
     fn default() -> Self {
         Directory {
-            customers: (0..STRIPES).map(|_| RwLock::new(CustomerStripe::default())).collect(),
+            customers: (0..STRIPES)
+                .map(|_| RwLock::new(CustomerStripe::default()))
+                .collect(),
             identities: (0..STRIPES).map(|_| RwLock::new(HashMap::new())).collect(),
         }
     }
@@ -59,9 +61,14 @@ impl Directory {
         let dir = Directory::default();
         for rec in records {
             for identity in &rec.identities {
-                dir.identities[stripe(identity)].write().insert(identity.clone(), rec.id.clone());
+                dir.identities[stripe(identity)]
+                    .write()
+                    .insert(identity.clone(), rec.id.clone());
             }
-            dir.customers[stripe(&rec.id)].write().map.insert(rec.id.clone(), rec);
+            dir.customers[stripe(&rec.id)]
+                .write()
+                .map
+                .insert(rec.id.clone(), rec);
         }
         dir
     }
@@ -76,7 +83,10 @@ impl Directory {
 
     /// The customer an identity already leads to.
     pub fn lookup(&self, identity: &str) -> Option<String> {
-        self.identities[stripe(identity)].read().get(identity).cloned()
+        self.identities[stripe(identity)]
+            .read()
+            .get(identity)
+            .cloned()
     }
 
     /// The home id for a payload's customer: a known customer's id when any
@@ -93,7 +103,11 @@ impl Directory {
 
     /// A customer by id, or by any identity that leads to it.
     pub fn get(&self, id_or_identity: &str) -> Option<CustomerRecord> {
-        if let Some(c) = self.customers[stripe(id_or_identity)].read().map.get(id_or_identity) {
+        if let Some(c) = self.customers[stripe(id_or_identity)]
+            .read()
+            .map
+            .get(id_or_identity)
+        {
             return Some(c.clone());
         }
         let home = self.lookup(id_or_identity)?;
@@ -103,7 +117,12 @@ impl Directory {
     pub fn summary(&self, id: &str) -> Option<CustomerSummary> {
         let stripe = self.customers[stripe(id)].read();
         let c = stripe.map.get(id)?;
-        Some(CustomerSummary { id: c.id.clone(), wa_id: c.wa_id.clone(), user_id: c.user_id.clone(), name: c.name.clone() })
+        Some(CustomerSummary {
+            id: c.id.clone(),
+            wa_id: c.wa_id.clone(),
+            user_id: c.user_id.clone(),
+            name: c.name.clone(),
+        })
     }
 
     /// Record that `who` (whose `home` is set) was seen at `seen_at`, with
@@ -115,12 +134,15 @@ impl Directory {
         let mut new_identities = Vec::new();
         {
             let mut s = self.customers[stripe(&who.home)].write();
-            let c = s.map.entry(who.home.clone()).or_insert_with(|| CustomerRecord {
-                id: who.home.clone(),
-                first_seen_at: seen_at,
-                last_seen_at: seen_at,
-                ..Default::default()
-            });
+            let c = s
+                .map
+                .entry(who.home.clone())
+                .or_insert_with(|| CustomerRecord {
+                    id: who.home.clone(),
+                    first_seen_at: seen_at,
+                    last_seen_at: seen_at,
+                    ..Default::default()
+                });
             if lsn > c.updated_lsn {
                 // Newest profile wins; absent fields do not erase known ones.
                 set_if_some(&mut c.name, &who.name);
@@ -155,7 +177,10 @@ impl Directory {
             }
         }
         for identity in new_identities {
-            self.identities[stripe(&identity)].write().entry(identity).or_insert_with(|| who.home.clone());
+            self.identities[stripe(&identity)]
+                .write()
+                .entry(identity)
+                .or_insert_with(|| who.home.clone());
         }
     }
 
@@ -186,7 +211,9 @@ impl Directory {
             s.dirty.insert(home.to_string());
         }
         for identity in added {
-            self.identities[stripe(&identity)].write().insert(identity, home.to_string());
+            self.identities[stripe(&identity)]
+                .write()
+                .insert(identity, home.to_string());
         }
     }
 
@@ -195,10 +222,17 @@ impl Directory {
     pub fn apply_preference(&self, home: &str, category: &str, value: &str, timestamp: i64) {
         let mut s = self.customers[stripe(home)].write();
         let Some(c) = s.map.get_mut(home) else { return };
-        if c.marketing.as_ref().is_some_and(|m| m.timestamp > timestamp) {
+        if c.marketing
+            .as_ref()
+            .is_some_and(|m| m.timestamp > timestamp)
+        {
             return;
         }
-        c.marketing = Some(MarketingPreference { category: category.into(), value: value.into(), timestamp });
+        c.marketing = Some(MarketingPreference {
+            category: category.into(),
+            value: value.into(),
+            timestamp,
+        });
         s.dirty.insert(home.to_string());
     }
 
@@ -242,21 +276,48 @@ mod tests {
         let w = who(Some("821000000002"), Some("KR.2"), Some("Minho"), "");
         let home = d.home_for(&w);
         assert_eq!(home, "KR.2");
-        d.observe(1, &CustomerRef { home: home.clone(), ..w }, 100, None);
+        d.observe(
+            1,
+            &CustomerRef {
+                home: home.clone(),
+                ..w
+            },
+            100,
+            None,
+        );
         let c = d.get("821000000002").expect("phone leads to the customer");
-        assert_eq!((c.id.as_str(), c.wa_id.as_deref(), c.name.as_deref()), ("KR.2", Some("821000000002"), Some("Minho")));
+        assert_eq!(
+            (c.id.as_str(), c.wa_id.as_deref(), c.name.as_deref()),
+            ("KR.2", Some("821000000002"), Some("Minho"))
+        );
     }
 
     #[test]
     fn later_user_id_becomes_alias_of_phone_keyed_customer() {
         let d = Directory::default();
-        d.observe(1, &who(Some("15550001"), None, Some("A"), "15550001"), 100, None);
+        d.observe(
+            1,
+            &who(Some("15550001"), None, Some("A"), "15550001"),
+            100,
+            None,
+        );
         let w = who(Some("15550001"), Some("US.9"), Some("A2"), "");
         assert_eq!(d.home_for(&w), "15550001");
-        d.observe(2, &CustomerRef { home: "15550001".into(), ..w }, 200, None);
+        d.observe(
+            2,
+            &CustomerRef {
+                home: "15550001".into(),
+                ..w
+            },
+            200,
+            None,
+        );
         assert_eq!(d.lookup("US.9").as_deref(), Some("15550001"));
         let c = d.get("15550001").unwrap();
-        assert_eq!((c.user_id.as_deref(), c.name.as_deref(), c.last_seen_at), (Some("US.9"), Some("A2"), 200));
+        assert_eq!(
+            (c.user_id.as_deref(), c.name.as_deref(), c.last_seen_at),
+            (Some("US.9"), Some("A2"), 200)
+        );
     }
 
     #[test]
@@ -266,14 +327,28 @@ mod tests {
         d.observe(3, &who(Some("1"), None, Some("old"), "1"), 50, None);
         d.observe(5, &who(Some("1"), None, Some("new"), "1"), 100, None);
         let c = d.get("1").unwrap();
-        assert_eq!((c.name.as_deref(), c.first_seen_at, c.last_seen_at, c.identities.len()), (Some("new"), 50, 100, 1));
+        assert_eq!(
+            (
+                c.name.as_deref(),
+                c.first_seen_at,
+                c.last_seen_at,
+                c.identities.len()
+            ),
+            (Some("new"), 50, 100, 1)
+        );
     }
 
     #[test]
     fn first_referral_is_kept() {
         let d = Directory::default();
-        let r1 = Referral { source_id: Some("ad1".into()), ..Default::default() };
-        let r2 = Referral { source_id: Some("ad2".into()), ..Default::default() };
+        let r1 = Referral {
+            source_id: Some("ad1".into()),
+            ..Default::default()
+        };
+        let r2 = Referral {
+            source_id: Some("ad2".into()),
+            ..Default::default()
+        };
         d.observe(1, &who(Some("1"), None, None, "1"), 10, Some(&r1));
         d.observe(2, &who(Some("1"), None, None, "1"), 20, Some(&r2));
         let c = d.get("1").unwrap();
@@ -284,12 +359,24 @@ mod tests {
     #[test]
     fn changed_number_merges_into_the_same_customer() {
         let d = Directory::default();
-        d.observe(1, &who(Some("972987654321"), None, None, "972987654321"), 10, None);
+        d.observe(
+            1,
+            &who(Some("972987654321"), None, None, "972987654321"),
+            10,
+            None,
+        );
         d.apply_system(
             "972987654321",
-            &SystemChange { kind: "user_changed_number".into(), new_wa_id: Some("972912345678".into()), ..Default::default() },
+            &SystemChange {
+                kind: "user_changed_number".into(),
+                new_wa_id: Some("972912345678".into()),
+                ..Default::default()
+            },
         );
-        assert_eq!(d.home_for(&who(Some("972912345678"), None, None, "")), "972987654321");
+        assert_eq!(
+            d.home_for(&who(Some("972912345678"), None, None, "")),
+            "972987654321"
+        );
         let c = d.get("972912345678").unwrap();
         assert_eq!(c.wa_id.as_deref(), Some("972912345678"));
         assert!(c.identities.contains(&"972987654321".to_string()));

@@ -36,7 +36,11 @@ impl Dispatcher {
 
 impl Sink<IngestCtx> for Dispatcher {
     fn durable(&mut self, first_lsn: Lsn, ctx: IngestCtx) {
-        let items = ctx.events.into_iter().enumerate().map(|(i, ev)| (first_lsn + i as u64, ev));
+        let items = ctx
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(i, ev)| (first_lsn + i as u64, ev));
         self.pipeline.dispatch(items, &ctx.done);
     }
 
@@ -74,7 +78,11 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn new(pipeline: Arc<Pipeline>, journal: Appender<IngestCtx>, timeout: Duration) -> Self {
-        Ingest { pipeline, journal, timeout }
+        Ingest {
+            pipeline,
+            journal,
+            timeout,
+        }
     }
 
     pub fn pipeline(&self) -> &Arc<Pipeline> {
@@ -93,8 +101,14 @@ impl Ingest {
         self.pipeline.route(&mut events);
         let mut records = Vec::with_capacity(events.len());
         for ev in &events {
-            let payload = ev.encode().map_err(|e| IngestError::Encode(e.to_string()))?;
-            records.push(Record { kind: ev.kind(), version: ev.version(), payload });
+            let payload = ev
+                .encode()
+                .map_err(|e| IngestError::Encode(e.to_string()))?;
+            records.push(Record {
+                kind: ev.kind(),
+                version: ev.version(),
+                payload,
+            });
         }
         let counts = self.pipeline.shard_counts(&events);
         if !self.pipeline.reserve(&counts) {
@@ -102,7 +116,11 @@ impl Ingest {
         }
         let n = events.len();
         let (done, rx) = Completion::new(counts.len());
-        let ctx = IngestCtx { events, counts, done };
+        let ctx = IngestCtx {
+            events,
+            counts,
+            done,
+        };
         if let Err(e) = self.journal.append(records, ctx) {
             let (ctx, err) = match e {
                 AppendError::Full(ctx) => (ctx, IngestError::Overloaded),
@@ -115,7 +133,9 @@ impl Ingest {
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(Ok(()))) => Ok(n),
             Ok(Ok(Err(failure))) => Err(IngestError::Failed(failure)),
-            Ok(Err(_)) => Err(IngestError::Failed(Failure::Apply("the pipeline dropped the request".into()))),
+            Ok(Err(_)) => Err(IngestError::Failed(Failure::Apply(
+                "the pipeline dropped the request".into(),
+            ))),
             Err(_) => Err(IngestError::Timeout(self.timeout)),
         }
     }
@@ -126,7 +146,12 @@ const REPLAY_CHUNK: usize = 1024;
 
 /// Re-apply every journal record at or after `from`. Call before the writer
 /// starts, from a thread outside the async runtime.
-pub fn replay(pipeline: &Pipeline, journal: &Journal, from: Lsn, shard_queue: usize) -> Result<u64, PipelineError> {
+pub fn replay(
+    pipeline: &Pipeline,
+    journal: &Journal,
+    from: Lsn,
+    shard_queue: usize,
+) -> Result<u64, PipelineError> {
     let chunk_size = REPLAY_CHUNK.min(shard_queue.max(1));
     let mut chunk: Vec<(Lsn, Event)> = Vec::with_capacity(chunk_size);
     let mut applied = 0u64;
@@ -138,7 +163,9 @@ pub fn replay(pipeline: &Pipeline, journal: &Journal, from: Lsn, shard_queue: us
         // The previous chunk is fully applied, so a chunk no larger than a
         // shard queue always fits.
         if !pipeline.reserve(&counts) {
-            return Err(PipelineError::Apply("shard queues full during replay".into()));
+            return Err(PipelineError::Apply(
+                "shard queues full during replay".into(),
+            ));
         }
         let (done, rx) = Completion::new(counts.len());
         pipeline.dispatch(chunk.drain(..), &done);
@@ -149,17 +176,22 @@ pub fn replay(pipeline: &Pipeline, journal: &Journal, from: Lsn, shard_queue: us
         }
     };
     journal
-        .replay(from, |lsn, kind, version, payload| -> Result<(), PipelineError> {
-            let ev = Event::decode(kind, version, payload).map_err(|e| {
-                PipelineError::Apply(format!("journal record {lsn} passed its checksum but cannot be decoded: {e}"))
-            })?;
-            chunk.push((lsn, ev));
-            applied += 1;
-            if chunk.len() >= chunk_size {
-                flush(&mut chunk)?;
-            }
-            Ok(())
-        })
+        .replay(
+            from,
+            |lsn, kind, version, payload| -> Result<(), PipelineError> {
+                let ev = Event::decode(kind, version, payload).map_err(|e| {
+                    PipelineError::Apply(format!(
+                        "journal record {lsn} passed its checksum but cannot be decoded: {e}"
+                    ))
+                })?;
+                chunk.push((lsn, ev));
+                applied += 1;
+                if chunk.len() >= chunk_size {
+                    flush(&mut chunk)?;
+                }
+                Ok(())
+            },
+        )
         .map_err(|e| PipelineError::Apply(format!("replay: {e}")))?;
     flush(&mut chunk)?;
     metrics::counter!(names::REPLAYED_RECORDS).increment(applied);

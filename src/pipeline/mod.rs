@@ -74,7 +74,11 @@ pub struct Completion {
 impl Completion {
     pub fn new(parts: usize) -> (Arc<Completion>, oneshot::Receiver<Result<(), Failure>>) {
         let (tx, rx) = oneshot::channel();
-        let c = Arc::new(Completion { remaining: AtomicUsize::new(parts), error: Mutex::new(None), tx: Mutex::new(Some(tx)) });
+        let c = Arc::new(Completion {
+            remaining: AtomicUsize::new(parts),
+            error: Mutex::new(None),
+            tx: Mutex::new(Some(tx)),
+        });
         if parts == 0 {
             c.finish();
         }
@@ -122,21 +126,42 @@ pub struct Pipeline {
 impl Pipeline {
     /// Load customers and conversations persisted at the last checkpoint and
     /// start the shard threads.
-    pub fn start(store: Arc<Store>, numbers: Arc<Numbers>, cfg: &PipelineConfig) -> Result<Pipeline, PipelineError> {
+    pub fn start(
+        store: Arc<Store>,
+        numbers: Arc<Numbers>,
+        cfg: &PipelineConfig,
+    ) -> Result<Pipeline, PipelineError> {
         let n = cfg.shards.max(1);
         let directory = Arc::new(Directory::load(store.load_customers()?));
         let mut states: Vec<ShardState> = (0..n).map(|_| ShardState::default()).collect();
         for conv in store.load_conversations()? {
             states[conv.route as usize % n].insert_loaded(conv);
         }
-        let shared = Arc::new(Shared { store, directory, numbers });
-        let cores = if cfg.pin_threads { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let shared = Arc::new(Shared {
+            store,
+            directory,
+            numbers,
+        });
+        let cores = if cfg.pin_threads {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let mut shards = Vec::with_capacity(n);
         for (i, state) in states.into_iter().enumerate() {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-            shards.push(Shard::spawn(i, cfg.shard_queue.max(1), state, shared.clone(), core)?);
+            shards.push(Shard::spawn(
+                i,
+                cfg.shard_queue.max(1),
+                state,
+                shared.clone(),
+                core,
+            )?);
         }
-        let p = Pipeline { shared, shards: shards.into() };
+        let p = Pipeline {
+            shared,
+            shards: shards.into(),
+        };
         p.update_gauges();
         Ok(p)
     }
@@ -186,12 +211,19 @@ impl Pipeline {
     }
 
     /// Events per shard for `events` (already routed), as (shard, count).
-    pub fn shard_counts<'e>(&self, events: impl IntoIterator<Item = &'e Event>) -> Vec<(usize, usize)> {
+    pub fn shard_counts<'e>(
+        &self,
+        events: impl IntoIterator<Item = &'e Event>,
+    ) -> Vec<(usize, usize)> {
         let mut counts = vec![0usize; self.shards.len()];
         for ev in events {
             counts[self.shard_of(ev.route())] += 1;
         }
-        counts.into_iter().enumerate().filter(|(_, c)| *c > 0).collect()
+        counts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, c)| *c > 0)
+            .collect()
     }
 
     /// Reserve queue room on every shard of `counts`, all or nothing.
@@ -217,7 +249,8 @@ impl Pipeline {
     /// Hand durable events to their shards, in LSN order. Room must have
     /// been reserved; `done` must expect one part per shard touched.
     pub fn dispatch(&self, items: impl IntoIterator<Item = (Lsn, Event)>, done: &Arc<Completion>) {
-        let mut groups: Vec<Vec<(Lsn, Event)>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        let mut groups: Vec<Vec<(Lsn, Event)>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
         for (lsn, ev) in items {
             let shard = self.shard_of(ev.route());
             groups[shard].push((lsn, ev));
@@ -226,7 +259,14 @@ impl Pipeline {
             if items.is_empty() {
                 continue;
             }
-            if self.shards[shard].tx.send(ShardMsg::Apply { items, done: done.clone() }).is_err() {
+            if self.shards[shard]
+                .tx
+                .send(ShardMsg::Apply {
+                    items,
+                    done: done.clone(),
+                })
+                .is_err()
+            {
                 done.part_done(Some("shard stopped".into()));
             }
         }
@@ -250,7 +290,8 @@ impl Pipeline {
         let convs: usize = self.shards().map(|s| s.len()).sum();
         metrics::gauge!(crate::telemetry::names::CONVERSATIONS).set(convs as f64);
         metrics::gauge!(crate::telemetry::names::CUSTOMERS).set(self.shared.directory.len() as f64);
-        metrics::gauge!(crate::telemetry::names::STORE_DISK_BYTES).set(self.shared.store.size_on_disk() as f64);
+        metrics::gauge!(crate::telemetry::names::STORE_DISK_BYTES)
+            .set(self.shared.store.size_on_disk() as f64);
     }
 
     /// Stop every shard after what is queued, and join the threads.

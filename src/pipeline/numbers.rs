@@ -45,17 +45,27 @@ pub struct Numbers {
 
 impl Numbers {
     pub fn new(infos: Vec<NumberInfo>, persisted: Vec<NumberRecord>) -> Numbers {
-        let mut persisted: HashMap<String, NumberRecord> =
-            persisted.into_iter().map(|r| (r.number_id.clone(), r)).collect();
+        let mut persisted: HashMap<String, NumberRecord> = persisted
+            .into_iter()
+            .map(|r| (r.number_id.clone(), r))
+            .collect();
         let mut numbers = Numbers::default();
         for info in infos {
             let record = persisted
                 .remove(&info.phone_number_id)
-                .unwrap_or_else(|| NumberRecord { number_id: info.phone_number_id.clone(), ..Default::default() });
+                .unwrap_or_else(|| NumberRecord {
+                    number_id: info.phone_number_id.clone(),
+                    ..Default::default()
+                });
             let i = numbers.entries.len();
             numbers.by_id.insert(info.phone_number_id.clone(), i);
-            numbers.by_display.insert(info.display_phone_number.clone(), i);
-            numbers.entries.push(Arc::new(NumberEntry { info, state: Mutex::new(record) }));
+            numbers
+                .by_display
+                .insert(info.display_phone_number.clone(), i);
+            numbers.entries.push(Arc::new(NumberEntry {
+                info,
+                state: Mutex::new(record),
+            }));
         }
         numbers
     }
@@ -81,13 +91,24 @@ impl Numbers {
     }
 
     pub fn number_for_display(&self, display_phone_number: &str) -> Option<String> {
-        self.by_display.get(display_phone_number).map(|i| self.entries[*i].info.phone_number_id.clone())
+        self.by_display
+            .get(display_phone_number)
+            .map(|i| self.entries[*i].info.phone_number_id.clone())
     }
 
     /// A `phone_number_quality_update`: `event` (FLAGGED, UNFLAGGED,
     /// THROUGHPUT_UPGRADE, ...) and the messaging tier it names.
-    pub fn apply_quality(&self, number_id: &str, lsn: Lsn, event: Option<&str>, tier: Option<&str>, at: i64) {
-        let Some(entry) = self.get(number_id) else { return };
+    pub fn apply_quality(
+        &self,
+        number_id: &str,
+        lsn: Lsn,
+        event: Option<&str>,
+        tier: Option<&str>,
+        at: i64,
+    ) {
+        let Some(entry) = self.get(number_id) else {
+            return;
+        };
         let mut state = entry.state.lock();
         if lsn <= state.updated_lsn {
             return;
@@ -104,7 +125,10 @@ impl Numbers {
 
     /// Records for the checkpoint: persisted base plus `deltas` (the shards'
     /// counters since start, summed).
-    pub fn checkpoint_records(&self, deltas: &HashMap<String, NumberCounters>) -> Vec<NumberRecord> {
+    pub fn checkpoint_records(
+        &self,
+        deltas: &HashMap<String, NumberCounters>,
+    ) -> Vec<NumberRecord> {
         self.entries
             .iter()
             .map(|e| {
@@ -118,30 +142,61 @@ impl Numbers {
     }
 }
 
+impl crate::whatsapp::NumberDirectory for Numbers {
+    fn is_managed(&self, phone_number_id: &str) -> bool {
+        Numbers::is_managed(self, phone_number_id)
+    }
+
+    fn number_for_display(&self, display_phone_number: &str) -> Option<String> {
+        Numbers::number_for_display(self, display_phone_number)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn info(id: &str, display: &str) -> NumberInfo {
-        NumberInfo { phone_number_id: id.into(), display_phone_number: display.into(), app: "main".into(), name: None, waba_id: None }
+        NumberInfo {
+            phone_number_id: id.into(),
+            display_phone_number: display.into(),
+            app: "main".into(),
+            name: None,
+            waba_id: None,
+        }
     }
 
     #[test]
     fn lookup_by_id_and_display_and_quality_is_newest_wins() {
         let persisted = vec![NumberRecord {
             number_id: "1".into(),
-            counters: NumberCounters { inbound_messages: 10, ..Default::default() },
+            counters: NumberCounters {
+                inbound_messages: 10,
+                ..Default::default()
+            },
             ..Default::default()
         }];
-        let n = Numbers::new(vec![info("1", "15550001"), info("2", "15550002")], persisted);
+        let n = Numbers::new(
+            vec![info("1", "15550001"), info("2", "15550002")],
+            persisted,
+        );
         assert!(n.is_managed("2") && !n.is_managed("3"));
         assert_eq!(n.number_for_display("15550002").as_deref(), Some("2"));
         n.apply_quality("1", 7, Some("FLAGGED"), Some("TIER_1K"), 100);
         n.apply_quality("1", 6, Some("UNFLAGGED"), None, 90);
         let rec = n.get("1").unwrap().record();
-        assert_eq!((rec.quality_event.as_deref(), rec.messaging_tier.as_deref()), (Some("FLAGGED"), Some("TIER_1K")));
+        assert_eq!(
+            (rec.quality_event.as_deref(), rec.messaging_tier.as_deref()),
+            (Some("FLAGGED"), Some("TIER_1K"))
+        );
         let mut deltas = HashMap::new();
-        deltas.insert("1".to_string(), NumberCounters { inbound_messages: 5, ..Default::default() });
+        deltas.insert(
+            "1".to_string(),
+            NumberCounters {
+                inbound_messages: 5,
+                ..Default::default()
+            },
+        );
         let recs = n.checkpoint_records(&deltas);
         assert_eq!(recs[0].counters.inbound_messages, 15);
         assert_eq!(recs[1].counters.inbound_messages, 0);

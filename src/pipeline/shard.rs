@@ -25,8 +25,8 @@ use super::numbers::Numbers;
 use super::state::ShardState;
 use super::Completion;
 use crate::event::{
-    AccountEvent, ContentHash, Direction, Event, InvalidEvent, Lsn, MessageEvent, PreferenceEvent, StatusEvent,
-    UnroutedEvent,
+    AccountEvent, ContentHash, Direction, Event, InvalidEvent, Lsn, MessageEvent, PreferenceEvent,
+    StatusEvent, UnroutedEvent,
 };
 use crate::store::records::{kind, DedupeMark, NumberCounters, StoredMessage};
 use crate::store::{keys, Store, StoreError, Writes};
@@ -36,9 +36,14 @@ use crate::telemetry::{self, names};
 const MAX_BATCH_EVENTS: usize = 4096;
 
 pub(crate) enum ShardMsg {
-    Apply { items: Vec<(Lsn, Event)>, done: Arc<Completion> },
+    Apply {
+        items: Vec<(Lsn, Event)>,
+        done: Arc<Completion>,
+    },
     /// Persist dirty conversation state; reply with this shard's counters.
-    Checkpoint { reply: Sender<Result<ShardCheckpoint, String>> },
+    Checkpoint {
+        reply: Sender<Result<ShardCheckpoint, String>>,
+    },
     Stop,
 }
 
@@ -86,16 +91,31 @@ impl Shard {
         let (tx, rx) = crossbeam::channel::bounded(capacity + 64);
         let state = Arc::new(RwLock::new(state));
         let reserved = Arc::new(AtomicUsize::new(0));
-        let worker = Worker { index, rx, state: state.clone(), reserved: reserved.clone(), shared };
-        let thread = std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
-            if let Some(core) = core {
-                if !core_affinity::set_for_current(core) {
-                    tracing::warn!(shard = index, "could not pin shard thread to a core");
+        let worker = Worker {
+            index,
+            rx,
+            state: state.clone(),
+            reserved: reserved.clone(),
+            shared,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{index}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    if !core_affinity::set_for_current(core) {
+                        tracing::warn!(shard = index, "could not pin shard thread to a core");
+                    }
                 }
-            }
-            worker.run();
-        })?;
-        Ok(Shard { index, tx, state, reserved, capacity, thread: Mutex::new(Some(thread)) })
+                worker.run();
+            })?;
+        Ok(Shard {
+            index,
+            tx,
+            state,
+            reserved,
+            capacity,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// Reserve queue room for `n` events; false when the shard is full.
@@ -180,7 +200,9 @@ impl Worker {
                     let n = items.len();
                     let mut error = None;
                     for (lsn, ev) in items {
-                        if let Err(e) = apply_event(&self.shared, &mut state, &mut pending.writes, lsn, ev) {
+                        if let Err(e) =
+                            apply_event(&self.shared, &mut state, &mut pending.writes, lsn, ev)
+                        {
                             tracing::error!(shard = self.index, lsn, error = %e, "applying an event failed");
                             error = Some(e.to_string());
                         }
@@ -226,10 +248,15 @@ impl Worker {
         let dirty = state.take_dirty();
         let mut writes = Writes::default();
         for conv in &dirty {
-            writes.put(&keys::conversation(conv.id), kind::CONVERSATION, 0, conv).map_err(|e| e.to_string())?;
+            writes
+                .put(&keys::conversation(conv.id), kind::CONVERSATION, 0, conv)
+                .map_err(|e| e.to_string())?;
         }
         self.shared.store.apply(writes).map_err(|e| e.to_string())?;
-        Ok(ShardCheckpoint { counters: state.counters.clone(), conversations_written: dirty.len() })
+        Ok(ShardCheckpoint {
+            counters: state.counters.clone(),
+            conversations_written: dirty.len(),
+        })
     }
 }
 
@@ -270,14 +297,21 @@ pub(crate) fn apply_event(
     }
 }
 
-fn apply_message(sh: &Shared, state: &mut ShardState, w: &mut Writes, lsn: Lsn, m: MessageEvent) -> Result<(), StoreError> {
+fn apply_message(
+    sh: &Shared,
+    state: &mut ShardState,
+    w: &mut Writes,
+    lsn: Lsn,
+    m: MessageEvent,
+) -> Result<(), StoreError> {
     let key = keys::message(&m.wamid);
     let seen = seen(&sh.store, w, &key, lsn)?;
     if matches!(seen, Seen::Duplicate) {
         duplicate("message");
         return Ok(());
     }
-    sh.directory.observe(lsn, &m.customer, m.timestamp, m.referral.as_ref());
+    sh.directory
+        .observe(lsn, &m.customer, m.timestamp, m.referral.as_ref());
     if let Some(change) = &m.system {
         sh.directory.apply_system(&m.customer.home, change);
     }
@@ -293,14 +327,31 @@ fn apply_message(sh: &Shared, state: &mut ShardState, w: &mut Writes, lsn: Lsn, 
     metrics::counter!(names::MESSAGES, "type" => telemetry::message_type_label(&m.kind), "direction" => m.direction.as_str())
         .increment(1);
     // The timeline key is deterministic, so writing it again on replay is harmless.
-    w.put_raw(&keys::conv_message(conv, m.timestamp, lsn), m.wamid.as_bytes());
+    w.put_raw(
+        &keys::conv_message(conv, m.timestamp, lsn),
+        m.wamid.as_bytes(),
+    );
     if matches!(seen, Seen::New) {
-        w.put_dedupe(&key, kind::MESSAGE, lsn, &StoredMessage { conv_id: conv, event: m })?;
+        w.put_dedupe(
+            &key,
+            kind::MESSAGE,
+            lsn,
+            &StoredMessage {
+                conv_id: conv,
+                event: m,
+            },
+        )?;
     }
     Ok(())
 }
 
-fn apply_status(sh: &Shared, state: &mut ShardState, w: &mut Writes, lsn: Lsn, s: StatusEvent) -> Result<(), StoreError> {
+fn apply_status(
+    sh: &Shared,
+    state: &mut ShardState,
+    w: &mut Writes,
+    lsn: Lsn,
+    s: StatusEvent,
+) -> Result<(), StoreError> {
     let key = keys::status(&s.wamid, &s.status);
     let seen = seen(&sh.store, w, &key, lsn)?;
     if matches!(seen, Seen::Duplicate) {
@@ -316,47 +367,91 @@ fn apply_status(sh: &Shared, state: &mut ShardState, w: &mut Writes, lsn: Lsn, s
     Ok(())
 }
 
+/// Events without an id of their own: deduplicated by content hash and
+/// stored under their LSN.
+trait Hashed: crate::codec::Encode {
+    const KIND: u16;
+    const LABEL: &'static str;
+    fn dedupe(&self) -> &ContentHash;
+    fn received_at_ms(&self) -> i64;
+}
+
+macro_rules! hashed {
+    ($ty:ty, $kind:expr, $label:literal) => {
+        impl Hashed for $ty {
+            const KIND: u16 = $kind;
+            const LABEL: &'static str = $label;
+            fn dedupe(&self) -> &ContentHash {
+                &self.dedupe
+            }
+            fn received_at_ms(&self) -> i64 {
+                self.received_at_ms
+            }
+        }
+    };
+}
+
+hashed!(AccountEvent, kind::ACCOUNT, "account");
+hashed!(PreferenceEvent, kind::PREFERENCE, "preference");
+hashed!(UnroutedEvent, kind::UNROUTED, "unrouted");
+hashed!(InvalidEvent, kind::INVALID, "invalid");
+
 /// Dedupe by content hash, then store the event under its LSN.
-fn store_hashed<T: crate::codec::Encode>(
+fn store_hashed<T: Hashed>(
     sh: &Shared,
     w: &mut Writes,
     lsn: Lsn,
-    hash: &ContentHash,
-    received_at_ms: i64,
-    event_kind: u16,
-    value: &T,
-    label: &'static str,
+    ev: &T,
 ) -> Result<Seen, StoreError> {
-    let key = keys::dedupe(hash);
+    let key = keys::dedupe(ev.dedupe());
     let seen = seen(&sh.store, w, &key, lsn)?;
     match seen {
-        Seen::Duplicate => duplicate(label),
+        Seen::Duplicate => duplicate(T::LABEL),
         Seen::Replay | Seen::New => {
-            w.put_dedupe(&key, kind::DEDUPE, lsn, &DedupeMark { received_at_ms })?;
-            w.put(&keys::event(lsn), event_kind, lsn, value)?;
+            w.put_dedupe(
+                &key,
+                kind::DEDUPE,
+                lsn,
+                &DedupeMark {
+                    received_at_ms: ev.received_at_ms(),
+                },
+            )?;
+            w.put(&keys::event(lsn), T::KIND, lsn, ev)?;
         }
     }
     Ok(seen)
 }
 
 fn apply_account(sh: &Shared, w: &mut Writes, lsn: Lsn, a: AccountEvent) -> Result<(), StoreError> {
-    let seen = store_hashed(sh, w, lsn, &a.dedupe, a.received_at_ms, kind::ACCOUNT, &a, "account")?;
+    let seen = store_hashed(sh, w, lsn, &a)?;
     if matches!(seen, Seen::Duplicate) {
         return Ok(());
     }
     if matches!(seen, Seen::New) {
-        metrics::counter!(names::ACCOUNT_EVENTS, "field" => telemetry::field_label(&a.field)).increment(1);
+        metrics::counter!(names::ACCOUNT_EVENTS, "field" => telemetry::field_label(&a.field))
+            .increment(1);
     }
     if a.field == "phone_number_quality_update" {
         if let Some(number) = &a.number_id {
-            sh.numbers.apply_quality(number, lsn, a.event.as_deref(), a.detail.as_deref(), a.timestamp);
+            sh.numbers.apply_quality(
+                number,
+                lsn,
+                a.event.as_deref(),
+                a.detail.as_deref(),
+                a.timestamp,
+            );
         }
     }
     Ok(())
 }
 
-fn apply_preference(sh: &Shared, w: &mut Writes, lsn: Lsn, p: PreferenceEvent) -> Result<(), StoreError> {
-    let seen = store_hashed(sh, w, lsn, &p.dedupe, p.received_at_ms, kind::PREFERENCE, &p, "preference")?;
+fn apply_preference(
+    sh: &Shared,
+    w: &mut Writes,
+    lsn: Lsn,
+    p: PreferenceEvent,
+) -> Result<(), StoreError> {
+    let seen = store_hashed(sh, w, lsn, &p)?;
     if matches!(seen, Seen::Duplicate) {
         return Ok(());
     }
@@ -364,19 +459,25 @@ fn apply_preference(sh: &Shared, w: &mut Writes, lsn: Lsn, p: PreferenceEvent) -
         metrics::counter!(names::ACCOUNT_EVENTS, "field" => "user_preferences").increment(1);
     }
     sh.directory.observe(lsn, &p.customer, p.timestamp, None);
-    sh.directory.apply_preference(&p.customer.home, &p.category, &p.value, p.timestamp);
+    sh.directory
+        .apply_preference(&p.customer.home, &p.category, &p.value, p.timestamp);
     Ok(())
 }
 
-fn apply_unrouted(sh: &Shared, w: &mut Writes, lsn: Lsn, u: UnroutedEvent) -> Result<(), StoreError> {
-    if matches!(store_hashed(sh, w, lsn, &u.dedupe, u.received_at_ms, kind::UNROUTED, &u, "unrouted")?, Seen::New) {
+fn apply_unrouted(
+    sh: &Shared,
+    w: &mut Writes,
+    lsn: Lsn,
+    u: UnroutedEvent,
+) -> Result<(), StoreError> {
+    if matches!(store_hashed(sh, w, lsn, &u)?, Seen::New) {
         metrics::counter!(names::UNROUTED).increment(1);
     }
     Ok(())
 }
 
 fn apply_invalid(sh: &Shared, w: &mut Writes, lsn: Lsn, i: InvalidEvent) -> Result<(), StoreError> {
-    if matches!(store_hashed(sh, w, lsn, &i.dedupe, i.received_at_ms, kind::INVALID, &i, "invalid")?, Seen::New) {
+    if matches!(store_hashed(sh, w, lsn, &i)?, Seen::New) {
         metrics::counter!(names::INVALID_ITEMS, "reason" => telemetry::invalid_reason_label(&i.reason)).increment(1);
     }
     Ok(())

@@ -27,7 +27,8 @@ pub struct ConversationFilter {
 
 impl ConversationFilter {
     fn matches(&self, c: &ConversationRecord) -> bool {
-        self.number_id.as_deref().is_none_or(|n| n == c.number_id) && self.status.is_none_or(|s| s == c.status)
+        self.number_id.as_deref().is_none_or(|n| n == c.number_id)
+            && self.status.is_none_or(|s| s == c.status)
     }
 }
 
@@ -46,7 +47,10 @@ pub struct ShardState {
 impl ShardState {
     pub fn insert_loaded(&mut self, rec: ConversationRecord) {
         if rec.status.is_open() {
-            self.open.entry(rec.number_id.clone()).or_default().insert(rec.customer_id.clone(), rec.id);
+            self.open
+                .entry(rec.number_id.clone())
+                .or_default()
+                .insert(rec.customer_id.clone(), rec.id);
         }
         self.activity.insert((rec.last_message_at, rec.id));
         self.convs.insert(rec.id, rec);
@@ -64,7 +68,11 @@ impl ShardState {
         self.convs.get(&id)
     }
 
-    pub fn open_conversation(&self, number_id: &str, customer_id: &str) -> Option<&ConversationRecord> {
+    pub fn open_conversation(
+        &self,
+        number_id: &str,
+        customer_id: &str,
+    ) -> Option<&ConversationRecord> {
         let id = self.open.get(number_id)?.get(customer_id)?;
         self.convs.get(id)
     }
@@ -76,7 +84,8 @@ impl ShardState {
 
     pub fn counters_mut(&mut self, number_id: &str) -> &mut NumberCounters {
         if !self.counters.contains_key(number_id) {
-            self.counters.insert(number_id.to_string(), NumberCounters::default());
+            self.counters
+                .insert(number_id.to_string(), NumberCounters::default());
         }
         self.counters.get_mut(number_id).expect("inserted above")
     }
@@ -86,7 +95,11 @@ impl ShardState {
     /// conversation id.
     pub fn file_message(&mut self, lsn: Lsn, ev: &MessageEvent) -> u64 {
         let home = ev.customer.home.as_str();
-        let existing = self.open.get(ev.number_id.as_str()).and_then(|m| m.get(home)).copied();
+        let existing = self
+            .open
+            .get(ev.number_id.as_str())
+            .and_then(|m| m.get(home))
+            .copied();
         let id = match existing {
             Some(id) => id,
             None => {
@@ -105,23 +118,33 @@ impl ShardState {
                     messages: 0,
                     last_lsn: 0,
                 };
-                self.open.entry(ev.number_id.clone()).or_default().insert(home.to_string(), lsn);
+                self.open
+                    .entry(ev.number_id.clone())
+                    .or_default()
+                    .insert(home.to_string(), lsn);
                 self.activity.insert((rec.last_message_at, lsn));
                 self.convs.insert(lsn, rec);
                 self.counters_mut(&ev.number_id).conversations_opened += 1;
                 lsn
             }
         };
-        let conv = self.convs.get_mut(&id).expect("open index points at a conversation");
+        let conv = self
+            .convs
+            .get_mut(&id)
+            .expect("open index points at a conversation");
         if lsn > conv.last_lsn {
             let before = (conv.last_message_at, id);
             conv.last_message_at = conv.last_message_at.max(ev.timestamp);
             if ev.direction == Direction::In && ev.kind != "system" {
                 // The window is computed from the payload timestamp, never
                 // from arrival time, and only moves forward.
-                conv.last_inbound_at = Some(conv.last_inbound_at.map_or(ev.timestamp, |t| t.max(ev.timestamp)));
+                conv.last_inbound_at = Some(
+                    conv.last_inbound_at
+                        .map_or(ev.timestamp, |t| t.max(ev.timestamp)),
+                );
                 let expires = ev.timestamp.saturating_add(SERVICE_WINDOW_SECS);
-                conv.window_expires_at = Some(conv.window_expires_at.map_or(expires, |t| t.max(expires)));
+                conv.window_expires_at =
+                    Some(conv.window_expires_at.map_or(expires, |t| t.max(expires)));
                 conv.unread = conv.unread.saturating_add(1);
             }
             conv.messages = conv.messages.saturating_add(1);
@@ -138,7 +161,12 @@ impl ShardState {
 
     /// Up to `limit` conversations matching `filter`, newest activity first,
     /// strictly after `cursor` in that order.
-    pub fn page(&self, cursor: Option<(i64, u64)>, filter: &ConversationFilter, limit: usize) -> Vec<&ConversationRecord> {
+    pub fn page(
+        &self,
+        cursor: Option<(i64, u64)>,
+        filter: &ConversationFilter,
+        limit: usize,
+    ) -> Vec<&ConversationRecord> {
         let upper = match cursor {
             Some(c) => std::ops::Bound::Excluded(c),
             None => std::ops::Bound::Unbounded,
@@ -155,7 +183,10 @@ impl ShardState {
     /// Conversations changed since the last call, for the checkpoint.
     pub fn take_dirty(&mut self) -> Vec<ConversationRecord> {
         let dirty = std::mem::take(&mut self.dirty);
-        dirty.iter().filter_map(|id| self.convs.get(id).cloned()).collect()
+        dirty
+            .iter()
+            .filter_map(|id| self.convs.get(id).cloned())
+            .collect()
     }
 }
 
@@ -170,7 +201,11 @@ mod tests {
             waba_id: "w".into(),
             route: 0,
             direction,
-            customer: CustomerRef { wa_id: Some(customer.into()), home: customer.into(), ..Default::default() },
+            customer: CustomerRef {
+                wa_id: Some(customer.into()),
+                home: customer.into(),
+                ..Default::default()
+            },
             wamid: format!("wamid.{customer}.{ts}"),
             kind: "text".into(),
             timestamp: ts,
@@ -195,7 +230,10 @@ mod tests {
         assert_eq!(b, 10);
         assert_eq!(c, 12);
         let conv = s.get(10).unwrap();
-        assert_eq!((conv.messages, conv.unread, conv.last_message_at), (2, 2, 1500));
+        assert_eq!(
+            (conv.messages, conv.unread, conv.last_message_at),
+            (2, 2, 1500)
+        );
         assert_eq!(conv.window_expires_at, Some(1500 + SERVICE_WINDOW_SECS));
         assert_eq!(s.counters["n1"].conversations_opened, 1);
     }
@@ -232,16 +270,41 @@ mod tests {
     fn pages_are_newest_first_and_stable_by_cursor() {
         let mut s = ShardState::default();
         for i in 0..10 {
-            s.file_message(i + 1, &msg(if i % 2 == 0 { "even" } else { "odd" }, &format!("c{i}"), 100 + i as i64, Direction::In));
+            s.file_message(
+                i + 1,
+                &msg(
+                    if i % 2 == 0 { "even" } else { "odd" },
+                    &format!("c{i}"),
+                    100 + i as i64,
+                    Direction::In,
+                ),
+            );
         }
-        let first: Vec<u64> = s.page(None, &ConversationFilter::default(), 4).iter().map(|c| c.id).collect();
+        let first: Vec<u64> = s
+            .page(None, &ConversationFilter::default(), 4)
+            .iter()
+            .map(|c| c.id)
+            .collect();
         assert_eq!(first, vec![10, 9, 8, 7]);
         let last = s.get(7).unwrap();
-        let next: Vec<u64> =
-            s.page(Some((last.last_message_at, 7)), &ConversationFilter::default(), 4).iter().map(|c| c.id).collect();
+        let next: Vec<u64> = s
+            .page(
+                Some((last.last_message_at, 7)),
+                &ConversationFilter::default(),
+                4,
+            )
+            .iter()
+            .map(|c| c.id)
+            .collect();
         assert_eq!(next, vec![6, 5, 4, 3]);
-        let even = ConversationFilter { number_id: Some("even".into()), status: None };
-        assert!(s.page(None, &even, 100).iter().all(|c| c.number_id == "even"));
+        let even = ConversationFilter {
+            number_id: Some("even".into()),
+            status: None,
+        };
+        assert!(s
+            .page(None, &even, 100)
+            .iter()
+            .all(|c| c.number_id == "even"));
         assert_eq!(s.page(None, &even, 100).len(), 5);
     }
 }

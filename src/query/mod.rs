@@ -25,26 +25,35 @@ pub enum QueryError {
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
 
 /// RFC 3339 UTC from Unix seconds.
 pub fn rfc3339(secs: i64) -> String {
-    jiff::Timestamp::from_second(secs).map(|t| t.to_string()).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 /// RFC 3339 UTC from Unix milliseconds.
 pub fn rfc3339_ms(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 fn raw_json(raw: &str) -> Box<RawValue> {
     // The raw item came out of a body that parsed as JSON; anything else is
     // still shown, as a string, rather than dropped.
-    RawValue::from_string(raw.to_string())
-        .unwrap_or_else(|_| RawValue::from_string(serde_json::Value::String(raw.to_string()).to_string()).expect("a JSON string"))
+    RawValue::from_string(raw.to_string()).unwrap_or_else(|_| {
+        RawValue::from_string(serde_json::Value::String(raw.to_string()).to_string())
+            .expect("a JSON string")
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -53,20 +62,43 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// Parse a `limit` query parameter.
+pub fn parse_limit(raw: Option<&str>) -> Result<Option<usize>, QueryError> {
+    raw.map(|v| {
+        v.parse().map_err(|_| QueryError::Invalid {
+            field: "limit",
+            message: "not a positive integer".into(),
+        })
+    })
+    .transpose()
+}
+
 fn limit(requested: Option<usize>) -> Result<usize, QueryError> {
     match requested {
         None => Ok(DEFAULT_LIMIT),
-        Some(0) => Err(QueryError::Invalid { field: "limit", message: "must be at least 1".into() }),
-        Some(n) if n > MAX_LIMIT => Err(QueryError::Invalid { field: "limit", message: format!("must be at most {MAX_LIMIT}") }),
+        Some(0) => Err(QueryError::Invalid {
+            field: "limit",
+            message: "must be at least 1".into(),
+        }),
+        Some(n) if n > MAX_LIMIT => Err(QueryError::Invalid {
+            field: "limit",
+            message: format!("must be at most {MAX_LIMIT}"),
+        }),
         Some(n) => Ok(n),
     }
 }
 
 fn parse_cursor(cursor: Option<&str>) -> Result<Option<(i64, u64)>, QueryError> {
     let Some(c) = cursor else { return Ok(None) };
-    let bad = || QueryError::Invalid { field: "cursor", message: "not a cursor this API returned".into() };
+    let bad = || QueryError::Invalid {
+        field: "cursor",
+        message: "not a cursor this API returned".into(),
+    };
     let (a, b) = c.split_once('.').ok_or_else(bad)?;
-    Ok(Some((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?)))
+    Ok(Some((
+        a.parse().map_err(|_| bad())?,
+        b.parse().map_err(|_| bad())?,
+    )))
 }
 
 fn cursor(a: i64, b: u64) -> String {
@@ -83,7 +115,12 @@ pub struct CustomerRefView {
 
 impl From<CustomerSummary> for CustomerRefView {
     fn from(c: CustomerSummary) -> Self {
-        CustomerRefView { id: c.id, wa_id: c.wa_id, user_id: c.user_id, name: c.name }
+        CustomerRefView {
+            id: c.id,
+            wa_id: c.wa_id,
+            user_id: c.user_id,
+            name: c.name,
+        }
     }
 }
 
@@ -143,7 +180,12 @@ pub struct ErrorView {
 
 impl From<&ErrorInfo> for ErrorView {
     fn from(e: &ErrorInfo) -> Self {
-        ErrorView { code: e.code, title: e.title.clone(), message: e.message.clone(), details: e.details.clone() }
+        ErrorView {
+            code: e.code,
+            title: e.title.clone(),
+            message: e.message.clone(),
+            details: e.details.clone(),
+        }
     }
 }
 
@@ -158,7 +200,12 @@ pub struct PricingView {
 
 impl From<&Pricing> for PricingView {
     fn from(p: &Pricing) -> Self {
-        PricingView { billable: p.billable, pricing_model: p.model.clone(), kind: p.kind.clone(), category: p.category.clone() }
+        PricingView {
+            billable: p.billable,
+            pricing_model: p.model.clone(),
+            kind: p.kind.clone(),
+            category: p.category.clone(),
+        }
     }
 }
 
@@ -240,7 +287,11 @@ impl From<CustomerRecord> for CustomerView {
             last_seen_at: rfc3339(c.last_seen_at),
             referral: c.referral,
             referral_at: c.referral_at.map(rfc3339),
-            marketing: c.marketing.map(|m| MarketingView { category: m.category, value: m.value, at: rfc3339(m.timestamp) }),
+            marketing: c.marketing.map(|m| MarketingView {
+                category: m.category,
+                value: m.value,
+                at: rfc3339(m.timestamp),
+            }),
         }
     }
 }
@@ -296,7 +347,11 @@ fn status_rank(status: &str) -> Option<u8> {
 /// The outcome of a set of statuses: sent < delivered < read (< played);
 /// failed is terminal; values outside the order are history only.
 pub fn monotonic_status<'a>(statuses: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    statuses.into_iter().filter_map(|s| status_rank(s).map(|r| (r, s))).max_by_key(|(r, _)| *r).map(|(_, s)| s)
+    statuses
+        .into_iter()
+        .filter_map(|s| status_rank(s).map(|r| (r, s)))
+        .max_by_key(|(r, _)| *r)
+        .map(|(_, s)| s)
 }
 
 pub struct Queries<'a> {
@@ -309,12 +364,16 @@ impl<'a> Queries<'a> {
     }
 
     fn conversation_view(&self, c: &ConversationRecord) -> ConversationView {
-        let customer = self.pipeline.directory().summary(&c.customer_id).unwrap_or(CustomerSummary {
-            id: c.customer_id.clone(),
-            wa_id: None,
-            user_id: None,
-            name: None,
-        });
+        let customer =
+            self.pipeline
+                .directory()
+                .summary(&c.customer_id)
+                .unwrap_or(CustomerSummary {
+                    id: c.customer_id.clone(),
+                    wa_id: None,
+                    user_id: None,
+                    name: None,
+                });
         ConversationView {
             id: c.id.to_string(),
             number_id: c.number_id.clone(),
@@ -342,27 +401,46 @@ impl<'a> Queries<'a> {
         let after = parse_cursor(cursor_param)?;
         let status = match status {
             None => None,
-            Some(s) => Some(ConversationStatus::parse(s).ok_or_else(|| QueryError::Invalid {
-                field: "status",
-                message: format!("unknown status {s:?} (unassigned, queued, assigned, resolved)"),
-            })?),
+            Some(s) => Some(
+                ConversationStatus::parse(s).ok_or_else(|| QueryError::Invalid {
+                    field: "status",
+                    message: format!(
+                        "unknown status {s:?} (unassigned, queued, assigned, resolved)"
+                    ),
+                })?,
+            ),
         };
-        let filter = ConversationFilter { number_id: number.map(Into::into), status };
+        let filter = ConversationFilter {
+            number_id: number.map(Into::into),
+            status,
+        };
         // Each shard gives its best `limit + 1`; the merge keeps the best overall.
         let mut rows: Vec<ConversationRecord> = Vec::new();
         for shard in self.pipeline.shards() {
             rows.extend(shard.page(after, &filter, limit + 1).into_iter().cloned());
         }
-        rows.sort_by(|a, b| (b.last_message_at, b.id).cmp(&(a.last_message_at, a.id)));
+        rows.sort_by_key(|c| std::cmp::Reverse((c.last_message_at, c.id)));
         let more = rows.len() > limit;
         rows.truncate(limit);
-        let next_cursor = if more { rows.last().map(|c| cursor(c.last_message_at, c.id)) } else { None };
-        Ok(Page { items: rows.iter().map(|c| self.conversation_view(c)).collect(), next_cursor })
+        let next_cursor = if more {
+            rows.last().map(|c| cursor(c.last_message_at, c.id))
+        } else {
+            None
+        };
+        Ok(Page {
+            items: rows.iter().map(|c| self.conversation_view(c)).collect(),
+            next_cursor,
+        })
     }
 
     fn find_conversation(&self, id: &str) -> Result<ConversationRecord, QueryError> {
-        let id: u64 = id.parse().map_err(|_| QueryError::NotFound("conversation"))?;
-        self.pipeline.shards().find_map(|s| s.get(id).cloned()).ok_or(QueryError::NotFound("conversation"))
+        let id: u64 = id
+            .parse()
+            .map_err(|_| QueryError::NotFound("conversation"))?;
+        self.pipeline
+            .shards()
+            .find_map(|s| s.get(id).cloned())
+            .ok_or(QueryError::NotFound("conversation"))
     }
 
     pub fn conversation(&self, id: &str) -> Result<ConversationView, QueryError> {
@@ -423,7 +501,11 @@ impl<'a> Queries<'a> {
                 items.push(self.message_view(stored.conv_id, &stored.event)?);
             }
         }
-        let next_cursor = if more { entries.last().map(|(ts, lsn, _)| cursor(*ts, *lsn)) } else { None };
+        let next_cursor = if more {
+            entries.last().map(|(ts, lsn, _)| cursor(*ts, *lsn))
+        } else {
+            None
+        };
         Ok(Page { items, next_cursor })
     }
 
@@ -441,7 +523,9 @@ impl<'a> Queries<'a> {
             _ => monotonic_status(statuses.iter().map(|(_, s)| s.status.as_str())).map(Into::into),
         };
         Ok(MessageDetail {
-            message: message.map(|(_, m)| self.message_view(m.conv_id, &m.event)).transpose()?,
+            message: message
+                .map(|(_, m)| self.message_view(m.conv_id, &m.event))
+                .transpose()?,
             wamid: wamid.to_string(),
             status,
             statuses: statuses.iter().map(|(_, s)| StatusView::from(s)).collect(),
@@ -449,11 +533,16 @@ impl<'a> Queries<'a> {
     }
 
     pub fn customer(&self, id: &str) -> Result<CustomerView, QueryError> {
-        self.pipeline.directory().get(id).map(CustomerView::from).ok_or(QueryError::NotFound("customer"))
+        self.pipeline
+            .directory()
+            .get(id)
+            .map(CustomerView::from)
+            .ok_or(QueryError::NotFound("customer"))
     }
 
     pub fn numbers(&self) -> Vec<NumberView> {
-        let mut deltas = std::collections::HashMap::<String, crate::store::records::NumberCounters>::new();
+        let mut deltas =
+            std::collections::HashMap::<String, crate::store::records::NumberCounters>::new();
         let mut open = std::collections::HashMap::<String, u64>::new();
         for shard in self.pipeline.shards() {
             for (number, c) in &shard.counters {
@@ -508,22 +597,34 @@ impl<'a> Queries<'a> {
             Some(other) => {
                 return Err(QueryError::Invalid {
                     field: "kind",
-                    message: format!("unknown kind {other:?} (account, preference, unrouted, invalid)"),
+                    message: format!(
+                        "unknown kind {other:?} (account, preference, unrouted, invalid)"
+                    ),
                 })
             }
         };
         let before = match cursor_param {
             None => None,
-            Some(c) => Some(
-                c.parse::<u64>()
-                    .map_err(|_| QueryError::Invalid { field: "cursor", message: "not a cursor this API returned".into() })?,
-            ),
+            Some(c) => Some(c.parse::<u64>().map_err(|_| QueryError::Invalid {
+                field: "cursor",
+                message: "not a cursor this API returned".into(),
+            })?),
         };
-        let mut events = self.pipeline.store().events(before, kind_filter, limit + 1)?;
+        let mut events = self
+            .pipeline
+            .store()
+            .events(before, kind_filter, limit + 1)?;
         let more = events.len() > limit;
         events.truncate(limit);
-        let next_cursor = if more { events.last().map(|(lsn, _)| lsn.to_string()) } else { None };
-        let items = events.into_iter().filter_map(|(lsn, ev)| webhook_event_view(lsn, ev)).collect();
+        let next_cursor = if more {
+            events.last().map(|(lsn, _)| lsn.to_string())
+        } else {
+            None
+        };
+        let items = events
+            .into_iter()
+            .filter_map(|(lsn, ev)| webhook_event_view(lsn, ev))
+            .collect();
         Ok(Page { items, next_cursor })
     }
 }
@@ -585,9 +686,15 @@ mod tests {
 
     #[test]
     fn monotonic_status_orders_and_failed_is_terminal() {
-        assert_eq!(monotonic_status(["read", "sent", "delivered"]), Some("read"));
+        assert_eq!(
+            monotonic_status(["read", "sent", "delivered"]),
+            Some("read")
+        );
         assert_eq!(monotonic_status(["sent", "read"]), Some("read"));
-        assert_eq!(monotonic_status(["read", "failed", "delivered"]), Some("failed"));
+        assert_eq!(
+            monotonic_status(["read", "failed", "delivered"]),
+            Some("failed")
+        );
         assert_eq!(monotonic_status(["in_orbit", "deleted"]), None);
         assert_eq!(monotonic_status(["sent", "in_orbit"]), Some("sent"));
     }

@@ -99,7 +99,8 @@ pub fn event(lsn: Lsn) -> [u8; 9] {
 }
 
 pub fn parse_event(key: &[u8]) -> Option<Lsn> {
-    (key.len() == 9 && key[0] == EVENT).then(|| u64::from_be_bytes(key[1..9].try_into().unwrap_or_default()))
+    (key.len() == 9 && key[0] == EVENT)
+        .then(|| u64::from_be_bytes(key[1..9].try_into().unwrap_or_default()))
 }
 
 pub fn dedupe(hash: &ContentHash) -> [u8; 17] {

@@ -22,7 +22,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::codec::{self, CodecError, Decode, Encode, StoredHeader};
-use crate::event::{AccountEvent, Event, InvalidEvent, Lsn, PreferenceEvent, StatusEvent, UnroutedEvent};
+use crate::event::{
+    AccountEvent, Event, InvalidEvent, Lsn, PreferenceEvent, StatusEvent, UnroutedEvent,
+};
 use records::{kind, ConversationRecord, CustomerRecord, DedupeMark, NumberRecord, StoredMessage};
 
 /// Version of the key schema and record set; stored under `z/format`.
@@ -33,7 +35,10 @@ pub enum StoreError {
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
     #[error("i/o on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("corrupt value under key {key}: {source}")]
     Corrupt { key: String, source: CodecError },
     #[error("encoding a record failed: {0}")]
@@ -49,7 +54,10 @@ fn key_for_humans(key: &[u8]) -> String {
 }
 
 fn corrupt(key: &[u8]) -> impl FnOnce(CodecError) -> StoreError + '_ {
-    move |source| StoreError::Corrupt { key: key_for_humans(key), source }
+    move |source| StoreError::Corrupt {
+        key: key_for_humans(key),
+        source,
+    }
 }
 
 pub struct Store {
@@ -62,7 +70,10 @@ impl Store {
     /// Open (or create) the store in `dir`. `cache_bytes` bounds sled's page
     /// cache (its default of 1 GiB counts on-disk size, not RSS).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -72,7 +83,11 @@ impl Store {
             .flush_every_ms(None)
             .open()?;
         let tree = db.open_tree("data")?;
-        let store = Store { db, tree, dir: dir.to_path_buf() };
+        let store = Store {
+            db,
+            tree,
+            dir: dir.to_path_buf(),
+        };
         store.check_format()?;
         Ok(store)
     }
@@ -98,7 +113,9 @@ impl Store {
         let key = keys::meta(name);
         match self.tree.get(&key)? {
             None => Ok(None),
-            Some(v) if v.len() == 8 => Ok(Some(u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")))),
+            Some(v) if v.len() == 8 => Ok(Some(u64::from_be_bytes(
+                v.as_ref().try_into().expect("8 bytes"),
+            ))),
             Some(_) => Err(StoreError::Corrupt {
                 key: key_for_humans(&key),
                 source: CodecError::Invalid("expected 8 bytes".into()),
@@ -127,7 +144,9 @@ impl Store {
     }
 
     fn get_decoded<T: Decode>(&self, key: &[u8], kind: u16) -> Result<Option<(Lsn, T)>> {
-        let Some(v) = self.tree.get(key)? else { return Ok(None) };
+        let Some(v) = self.tree.get(key)? else {
+            return Ok(None);
+        };
         let header = codec::stored_header_of(&v).map_err(corrupt(key))?;
         let value = T::decode_stored(&v, kind, 1).map_err(corrupt(key))?;
         Ok(Some((header.lsn, value)))
@@ -145,7 +164,8 @@ impl Store {
         for item in self.tree.scan_prefix(keys::status_prefix(wamid)) {
             let (k, v) = item?;
             let header = codec::stored_header_of(&v).map_err(corrupt(&k))?;
-            let status = codec::decode_stored::<StatusEvent>(&v, kind::STATUS, 1).map_err(corrupt(&k))?;
+            let status =
+                codec::decode_stored::<StatusEvent>(&v, kind::STATUS, 1).map_err(corrupt(&k))?;
             out.push((header.lsn, status));
         }
         Ok(out)
@@ -153,7 +173,12 @@ impl Store {
 
     /// Up to `limit` entries of a conversation's timeline after `after`
     /// (exclusive), oldest first: (timestamp, lsn, wamid).
-    pub fn timeline(&self, conv: u64, after: Option<(i64, Lsn)>, limit: usize) -> Result<Vec<(i64, Lsn, String)>> {
+    pub fn timeline(
+        &self,
+        conv: u64,
+        after: Option<(i64, Lsn)>,
+        limit: usize,
+    ) -> Result<Vec<(i64, Lsn, String)>> {
         let prefix = keys::conv_messages_prefix(conv);
         let start = match after {
             // The first key strictly after the cursor.
@@ -166,7 +191,9 @@ impl Store {
             if !k.starts_with(&prefix) || out.len() >= limit {
                 break;
             }
-            let Some((_, ts, lsn)) = keys::parse_conv_message(&k) else { continue };
+            let Some((_, ts, lsn)) = keys::parse_conv_message(&k) else {
+                continue;
+            };
             let wamid = String::from_utf8(v.to_vec()).map_err(|e| StoreError::Corrupt {
                 key: key_for_humans(&k),
                 source: CodecError::Invalid(e.to_string()),
@@ -178,7 +205,12 @@ impl Store {
 
     /// Account-level, preference, unrouted and invalid events, newest first,
     /// strictly before `before` (an LSN), optionally of one kind only.
-    pub fn events(&self, before: Option<Lsn>, kind_filter: Option<u16>, limit: usize) -> Result<Vec<(Lsn, Event)>> {
+    pub fn events(
+        &self,
+        before: Option<Lsn>,
+        kind_filter: Option<u16>,
+        limit: usize,
+    ) -> Result<Vec<(Lsn, Event)>> {
         let start = keys::event(0);
         let end = keys::event(before.unwrap_or(u64::MAX));
         let mut out = Vec::new();
@@ -187,7 +219,9 @@ impl Store {
                 break;
             }
             let (k, v) = item?;
-            let Some(lsn) = keys::parse_event(&k) else { continue };
+            let Some(lsn) = keys::parse_event(&k) else {
+                continue;
+            };
             let header = codec::stored_header_of(&v).map_err(corrupt(&k))?;
             if kind_filter.is_some_and(|want| want != header.kind) {
                 continue;
@@ -236,7 +270,8 @@ impl Store {
         let mut n = 0;
         for item in self.tree.scan_prefix([keys::DEDUPE]) {
             let (k, v) = item?;
-            let mark: DedupeMark = codec::decode_stored(&v, kind::DEDUPE, 1).map_err(corrupt(&k))?;
+            let mark: DedupeMark =
+                codec::decode_stored(&v, kind::DEDUPE, 1).map_err(corrupt(&k))?;
             if mark.received_at_ms < older_than_ms {
                 batch.remove(k);
                 n += 1;
@@ -251,13 +286,24 @@ impl Store {
 
 fn decode_stored_event(key: &[u8], value: &[u8], kind: u16) -> Result<Event> {
     let ev = match kind {
-        kind::ACCOUNT => Event::Account(codec::decode_stored::<AccountEvent>(value, kind, 1).map_err(corrupt(key))?),
-        kind::PREFERENCE => {
-            Event::Preference(codec::decode_stored::<PreferenceEvent>(value, kind, 1).map_err(corrupt(key))?)
+        kind::ACCOUNT => Event::Account(
+            codec::decode_stored::<AccountEvent>(value, kind, 1).map_err(corrupt(key))?,
+        ),
+        kind::PREFERENCE => Event::Preference(
+            codec::decode_stored::<PreferenceEvent>(value, kind, 1).map_err(corrupt(key))?,
+        ),
+        kind::UNROUTED => Event::Unrouted(
+            codec::decode_stored::<UnroutedEvent>(value, kind, 1).map_err(corrupt(key))?,
+        ),
+        kind::INVALID => Event::Invalid(
+            codec::decode_stored::<InvalidEvent>(value, kind, 1).map_err(corrupt(key))?,
+        ),
+        other => {
+            return Err(StoreError::Corrupt {
+                key: key_for_humans(key),
+                source: CodecError::UnknownKind(other),
+            })
         }
-        kind::UNROUTED => Event::Unrouted(codec::decode_stored::<UnroutedEvent>(value, kind, 1).map_err(corrupt(key))?),
-        kind::INVALID => Event::Invalid(codec::decode_stored::<InvalidEvent>(value, kind, 1).map_err(corrupt(key))?),
-        other => return Err(StoreError::Corrupt { key: key_for_humans(key), source: CodecError::UnknownKind(other) }),
     };
     Ok(ev)
 }
@@ -274,7 +320,9 @@ fn fsync_tree(dir: &Path) -> Result<()> {
         if ft.is_dir() {
             fsync_tree(&path)?;
         } else if ft.is_file() {
-            File::open(&path).and_then(|f| f.sync_all()).map_err(io(&path))?;
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&path))?;
         }
     }
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
@@ -307,14 +355,28 @@ impl Writes {
     }
 
     pub fn put<T: Encode>(&mut self, key: &[u8], kind: u16, lsn: Lsn, value: &T) -> Result<()> {
-        let bytes = codec::encode_stored(StoredHeader { kind, version: 1, lsn }, value).map_err(StoreError::Encode)?;
+        let bytes = codec::encode_stored(
+            StoredHeader {
+                kind,
+                version: 1,
+                lsn,
+            },
+            value,
+        )
+        .map_err(StoreError::Encode)?;
         self.batch.insert(key, bytes.as_slice());
         self.count += 1;
         Ok(())
     }
 
     /// Like [`Writes::put`], and remember `key` for [`Writes::lsn_of`].
-    pub fn put_dedupe<T: Encode>(&mut self, key: &[u8], kind: u16, lsn: Lsn, value: &T) -> Result<()> {
+    pub fn put_dedupe<T: Encode>(
+        &mut self,
+        key: &[u8],
+        kind: u16,
+        lsn: Lsn,
+        value: &T,
+    ) -> Result<()> {
         self.put(key, kind, lsn, value)?;
         self.staged.insert(key.to_vec(), lsn);
         Ok(())
@@ -337,7 +399,11 @@ mod tests {
             waba_id: "2".into(),
             route: 0,
             direction: Direction::In,
-            customer: CustomerRef { wa_id: Some("15550001".into()), home: "15550001".into(), ..Default::default() },
+            customer: CustomerRef {
+                wa_id: Some("15550001".into()),
+                home: "15550001".into(),
+                ..Default::default()
+            },
             wamid: wamid.into(),
             kind: "text".into(),
             timestamp: 100,
@@ -359,14 +425,29 @@ mod tests {
         let mut w = Writes::default();
         let key = keys::message("wamid.A");
         assert_eq!(w.lsn_of(&store, &key).unwrap(), None);
-        w.put_dedupe(&key, kind::MESSAGE, 5, &StoredMessage { conv_id: 5, event: message("wamid.A") }).unwrap();
+        w.put_dedupe(
+            &key,
+            kind::MESSAGE,
+            5,
+            &StoredMessage {
+                conv_id: 5,
+                event: message("wamid.A"),
+            },
+        )
+        .unwrap();
         assert_eq!(w.lsn_of(&store, &key).unwrap(), Some(5));
         w.put_raw(&keys::conv_message(5, 100, 5), b"wamid.A");
         store.apply(w).unwrap();
         assert_eq!(store.lsn_of(&key).unwrap(), Some(5));
         let (lsn, m) = store.message("wamid.A").unwrap().unwrap();
-        assert_eq!((lsn, m.conv_id, m.event.text.as_deref()), (5, 5, Some("hi")));
-        assert_eq!(store.timeline(5, None, 10).unwrap(), vec![(100, 5, "wamid.A".to_string())]);
+        assert_eq!(
+            (lsn, m.conv_id, m.event.text.as_deref()),
+            (5, 5, Some("hi"))
+        );
+        assert_eq!(
+            store.timeline(5, None, 10).unwrap(),
+            vec![(100, 5, "wamid.A".to_string())]
+        );
         assert!(store.timeline(5, Some((100, 5)), 10).unwrap().is_empty());
         store.sync().unwrap();
     }
@@ -375,10 +456,25 @@ mod tests {
     fn corrupt_values_are_errors_not_panics() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 8 << 20).unwrap();
-        store.tree.insert(keys::message("wamid.B"), &b"SWB\x01garbage-garbage-garbage"[..]).unwrap();
-        assert!(matches!(store.message("wamid.B"), Err(StoreError::Corrupt { .. })));
-        store.tree.insert(keys::message("wamid.C"), &b"short"[..]).unwrap();
-        assert!(matches!(store.lsn_of(&keys::message("wamid.C")), Err(StoreError::Corrupt { .. })));
+        store
+            .tree
+            .insert(
+                keys::message("wamid.B"),
+                &b"SWB\x01garbage-garbage-garbage"[..],
+            )
+            .unwrap();
+        assert!(matches!(
+            store.message("wamid.B"),
+            Err(StoreError::Corrupt { .. })
+        ));
+        store
+            .tree
+            .insert(keys::message("wamid.C"), &b"short"[..])
+            .unwrap();
+        assert!(matches!(
+            store.lsn_of(&keys::message("wamid.C")),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -387,17 +483,31 @@ mod tests {
         {
             let store = Store::open(dir.path(), 8 << 20).unwrap();
             let mut w = Writes::default();
-            w.put(&keys::message("wamid.D"), kind::MESSAGE, 9, &StoredMessage { conv_id: 9, event: message("wamid.D") })
-                .unwrap();
+            w.put(
+                &keys::message("wamid.D"),
+                kind::MESSAGE,
+                9,
+                &StoredMessage {
+                    conv_id: 9,
+                    event: message("wamid.D"),
+                },
+            )
+            .unwrap();
             store.apply(w).unwrap();
             store.sync().unwrap();
         }
         {
             let store = Store::open(dir.path(), 8 << 20).unwrap();
             assert_eq!(store.lsn_of(&keys::message("wamid.D")).unwrap(), Some(9));
-            store.tree.insert(keys::meta("format"), &(FORMAT_VERSION + 1).to_be_bytes()).unwrap();
+            store
+                .tree
+                .insert(keys::meta("format"), &(FORMAT_VERSION + 1).to_be_bytes())
+                .unwrap();
             store.sync().unwrap();
         }
-        assert!(matches!(Store::open(dir.path(), 8 << 20), Err(StoreError::FutureFormat { .. })));
+        assert!(matches!(
+            Store::open(dir.path(), 8 << 20),
+            Err(StoreError::FutureFormat { .. })
+        ));
     }
 }

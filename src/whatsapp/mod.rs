@@ -34,7 +34,8 @@ pub use signature::{sign, verify, verify_token_matches, AppKeys, SignatureError}
 
 /// Where the shared webhook fixtures live unless `SWITCHBOARD_FIXTURES` says
 /// otherwise.
-pub const DEFAULT_FIXTURES_DIR: &str = "/work/shared/fixtures/whatsapp";
+pub const DEFAULT_FIXTURES_DIR: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/whatsapp");
 
 /// The WhatsApp webhook fixture directory (`SWITCHBOARD_FIXTURES`, else
 /// [`DEFAULT_FIXTURES_DIR`]); shared by unit, integration and bench code.
