@@ -1,0 +1,14 @@
+//! Integration tests: one harness (`harness.rs`) that runs the real daemon
+//! binary on 127.0.0.1:0 with TLS, and suites per concern.
+
+mod harness;
+
+mod api;
+mod bad_input;
+mod crash;
+mod dedupe;
+mod fixtures;
+mod lifecycle;
+mod signature;
+mod statuses;
+mod torn_journal;
