@@ -182,18 +182,33 @@ fn write_pid_file(data_dir: &Path) -> Option<PathBuf> {
     }
 }
 
-async fn terminate_signal() -> Result<&'static str, DaemonError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, caught from the first moment of `run` (a signal
+/// that arrived before the handlers existed would kill the process outright).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals, DaemonError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).map_err(DaemonError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
 pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
+    let mut signals = StopSignals::install()?;
     let cfg = resolved.config.clone();
     let data_dir = cfg.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| DaemonError::DataDir {
@@ -285,27 +300,34 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
     );
     let pid_file = write_pid_file(&data_dir);
 
-    let signal = tokio::spawn(terminate_signal());
     let core_resolved = resolved.clone();
-    let core = tokio::task::spawn_blocking(move || start_core(&core_resolved));
-    let core = tokio::select! {
-        core = core => core.map_err(|e| DaemonError::Join(e.to_string()))??,
-        sig = signal => {
-            let sig = sig.map_err(|e| DaemonError::Join(e.to_string()))??;
-            tracing::info!(signal = sig, "stopping before start-up finished");
-            let _ = stop_tx.send(true);
-            return Ok(());
+    let starting = tokio::task::spawn_blocking(move || start_core(&core_resolved));
+    tokio::pin!(starting);
+    let mut stop: Option<&'static str> = None;
+    // A stop request during start-up lets start-up (replay) finish, so the
+    // shutdown below can checkpoint and close everything in order.
+    let core = loop {
+        tokio::select! {
+            core = &mut starting => break core.map_err(|e| DaemonError::Join(e.to_string()))??,
+            sig = signals.recv(), if stop.is_none() => {
+                tracing::info!(signal = sig, "stop requested during start-up; finishing start-up first");
+                stop = Some(sig);
+            }
         }
     };
-    app.set_ready(Ingest::new(
-        core.pipeline.clone(),
-        core.journal.appender(),
-        cfg.server.ingest_timeout,
-    ));
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    tracing::info!(%https_addr, metrics = ?metrics_addr, "ready");
-
-    let sig = terminate_signal().await?;
+    let sig = match stop {
+        Some(sig) => sig,
+        None => {
+            app.set_ready(Ingest::new(
+                core.pipeline.clone(),
+                core.journal.appender(),
+                cfg.server.ingest_timeout,
+            ));
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            tracing::info!(%https_addr, metrics = ?metrics_addr, "ready");
+            signals.recv().await
+        }
+    };
     tracing::info!(signal = sig, "shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     app.set_unready();

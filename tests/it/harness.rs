@@ -317,11 +317,7 @@ impl Daemon {
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("running");
-        let ok = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        sigterm(c.id());
         let end = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = c.try_wait().unwrap() {
@@ -477,6 +473,12 @@ impl Poster {
             .ok()
             .map(|r| r.0)
     }
+}
+
+/// Send SIGTERM to a process.
+pub fn sigterm(pid: u32) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a real pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
 }
 
 impl Drop for Daemon {

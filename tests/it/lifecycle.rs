@@ -126,11 +126,7 @@ async fn serve_without_a_config_file_works_out_of_the_box() {
         },
     )
     .await;
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(child.id());
     assert!(child.wait().unwrap().success(), "SIGTERM exits 0");
     // A second start keeps the token (nothing printed) and the certificate.
     let out = {
@@ -146,10 +142,7 @@ async fn serve_without_a_config_file_works_out_of_the_box() {
             .next()
             .unwrap()
             .unwrap();
-        Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .unwrap();
+        sigterm(c.id());
         assert!(c.wait().unwrap().success());
         first
     };
