@@ -53,6 +53,26 @@ pub mod names {
     pub const CUSTOMERS: &str = "switchboard_customers";
     pub const READY: &str = "switchboard_ready";
     pub const BUILD_INFO: &str = "switchboard_build_info";
+    pub const CONNECTIONS_ACTIVE: &str = "switchboard_connections_active";
+    pub const CONNECTIONS_ACCEPTED: &str = "switchboard_connections_accepted_total";
+    pub const CONNECTIONS_REJECTED: &str = "switchboard_connections_rejected_total";
+    pub const CONNECTIONS_CLOSED: &str = "switchboard_connections_closed_total";
+    pub const TLS_HANDSHAKE_SECONDS: &str = "switchboard_tls_handshake_seconds";
+    pub const JOURNAL_FSYNC_SECONDS: &str = "switchboard_journal_fsync_seconds";
+    pub const JOURNAL_BATCH_RECORDS: &str = "switchboard_journal_batch_records";
+    pub const JOURNAL_BATCH_BYTES: &str = "switchboard_journal_batch_bytes";
+    pub const JOURNAL_APPENDED_BYTES: &str = "switchboard_journal_appended_bytes_total";
+    pub const JOURNAL_APPENDED_RECORDS: &str = "switchboard_journal_appended_records_total";
+    pub const JOURNAL_WRITE_ERRORS: &str = "switchboard_journal_write_errors_total";
+    pub const JOURNAL_TRUNCATED_BYTES: &str = "switchboard_journal_truncated_bytes_total";
+    pub const JOURNAL_CORRUPT_RECORDS: &str = "switchboard_journal_corrupt_records_total";
+    pub const JOURNAL_CORRUPT_BYTES: &str = "switchboard_journal_corrupt_bytes_total";
+    pub const JOURNAL_LSN_ANOMALIES: &str = "switchboard_journal_lsn_anomalies_total";
+    pub const JOURNAL_REJECTED: &str = "switchboard_journal_rejected_total";
+    pub const JOURNAL_SEGMENTS_REMOVED: &str = "switchboard_journal_segments_removed_total";
+    pub const JOURNAL_SEGMENTS: &str = "switchboard_journal_segments";
+    pub const JOURNAL_DISK_BYTES: &str = "switchboard_journal_disk_bytes";
+    pub const JOURNAL_HEALTHY: &str = "switchboard_journal_healthy";
 }
 
 use names::*;
@@ -63,7 +83,7 @@ const H: Kind = Kind::Histogram;
 
 /// Every metric the daemon exports.
 pub const CATALOGUE: &[MetricDef] = &[
-    MetricDef { name: WEBHOOK_REQUESTS, kind: C, unit: Unit::Count, labels: &["method", "outcome"], help: "Webhook requests by method and outcome (accepted, duplicate, bad_signature, too_large, ...)." },
+    MetricDef { name: WEBHOOK_REQUESTS, kind: C, unit: Unit::Count, labels: &["method", "outcome"], help: "Webhook requests by method and outcome (POST: accepted, bad_signature, malformed, overloaded, ...; GET: verified, forbidden)." },
     MetricDef { name: WEBHOOK_INGEST_SECONDS, kind: H, unit: Unit::Seconds, labels: &[], help: "Time from receiving a webhook POST to acknowledging it (durable and applied)." },
     MetricDef { name: WEBHOOK_BODY_BYTES, kind: H, unit: Unit::Bytes, labels: &[], help: "Size of accepted webhook bodies." },
     MetricDef { name: WEBHOOK_EVENTS, kind: C, unit: Unit::Count, labels: &["kind"], help: "Events parsed from signed webhook deliveries, by kind (message, status, account, preference, unrouted, invalid)." },
@@ -87,6 +107,26 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: CONVERSATIONS, kind: G, unit: Unit::Count, labels: &[], help: "Conversations held in memory across shards." },
     MetricDef { name: CUSTOMERS, kind: G, unit: Unit::Count, labels: &[], help: "Customers known." },
     MetricDef { name: READY, kind: G, unit: Unit::Count, labels: &[], help: "1 once start-up replay finished and webhooks are accepted." },
+    MetricDef { name: CONNECTIONS_ACTIVE, kind: G, unit: Unit::Count, labels: &["listener"], help: "Connections currently open on a listener, TLS handshakes included." },
+    MetricDef { name: CONNECTIONS_ACCEPTED, kind: C, unit: Unit::Count, labels: &["listener"], help: "Connections admitted under the connection cap." },
+    MetricDef { name: CONNECTIONS_REJECTED, kind: C, unit: Unit::Count, labels: &["listener", "reason"], help: "Connections closed before serving HTTP, and failed accepts, by reason (limit, handshake_timeout, tls_error, accept_error)." },
+    MetricDef { name: CONNECTIONS_CLOSED, kind: C, unit: Unit::Count, labels: &["listener", "reason"], help: "Connections that served HTTP and then closed, by reason (client, idle, header_timeout, error, shutdown, forced)." },
+    MetricDef { name: TLS_HANDSHAKE_SECONDS, kind: H, unit: Unit::Seconds, labels: &["listener"], help: "Duration of successful TLS handshakes." },
+    MetricDef { name: JOURNAL_FSYNC_SECONDS, kind: H, unit: Unit::Seconds, labels: &[], help: "Time of the one fdatasync of a journal group commit." },
+    MetricDef { name: JOURNAL_BATCH_RECORDS, kind: H, unit: Unit::Count, labels: &[], help: "Records per successful journal group commit." },
+    MetricDef { name: JOURNAL_BATCH_BYTES, kind: H, unit: Unit::Bytes, labels: &[], help: "Framed bytes per successful journal group commit." },
+    MetricDef { name: JOURNAL_APPENDED_BYTES, kind: C, unit: Unit::Bytes, labels: &[], help: "Framed journal bytes made durable." },
+    MetricDef { name: JOURNAL_APPENDED_RECORDS, kind: C, unit: Unit::Count, labels: &[], help: "Journal records made durable." },
+    MetricDef { name: JOURNAL_WRITE_ERRORS, kind: C, unit: Unit::Count, labels: &["op"], help: "Failed journal write steps, by step (write, sync, truncate, rotate)." },
+    MetricDef { name: JOURNAL_TRUNCATED_BYTES, kind: C, unit: Unit::Bytes, labels: &[], help: "Torn-tail bytes cut from the journal at start-up." },
+    MetricDef { name: JOURNAL_CORRUPT_RECORDS, kind: C, unit: Unit::Count, labels: &[], help: "Damaged journal ranges found at start-up (copied to corrupt/ and skipped)." },
+    MetricDef { name: JOURNAL_CORRUPT_BYTES, kind: C, unit: Unit::Bytes, labels: &[], help: "Bytes in damaged journal ranges found at start-up." },
+    MetricDef { name: JOURNAL_LSN_ANOMALIES, kind: C, unit: Unit::Count, labels: &["kind"], help: "Journal LSN discontinuities found at start-up, by kind (gap, regression)." },
+    MetricDef { name: JOURNAL_REJECTED, kind: C, unit: Unit::Count, labels: &["reason"], help: "Journal appends refused, by reason (full, closed, too_large)." },
+    MetricDef { name: JOURNAL_SEGMENTS_REMOVED, kind: C, unit: Unit::Count, labels: &[], help: "Journal segment files deleted after checkpoints." },
+    MetricDef { name: JOURNAL_SEGMENTS, kind: G, unit: Unit::Count, labels: &[], help: "Journal segment files on disk." },
+    MetricDef { name: JOURNAL_DISK_BYTES, kind: G, unit: Unit::Bytes, labels: &[], help: "Bytes of journal segment files on disk." },
+    MetricDef { name: JOURNAL_HEALTHY, kind: G, unit: Unit::Count, labels: &[], help: "1 unless the last journal group commit failed." },
     MetricDef { name: BUILD_INFO, kind: G, unit: Unit::Count, labels: &["version"], help: "Always 1; labelled with the build version." },
 ];
 
@@ -278,6 +318,19 @@ mod tests {
                 assert!(def.name.contains("_bytes"), "{}", def.name);
             }
         }
+    }
+
+    #[test]
+    fn the_readme_catalogue_lists_exactly_the_declared_metrics() {
+        let readme = include_str!("../README.md");
+        let table: std::collections::BTreeSet<&str> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `switchboard_"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let declared: std::collections::BTreeSet<&str> =
+            CATALOGUE.iter().map(|d| d.name.trim_start_matches("switchboard_")).collect();
+        assert_eq!(table, declared, "README.md's metric table and CATALOGUE differ");
     }
 
     #[test]

@@ -58,6 +58,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::tls::{TlsSource, ALPN_H2};
+use crate::telemetry::names;
 
 /// The response body type: boxed so handlers can stream (e.g. Server-Sent Events).
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -231,18 +232,18 @@ where
                         // Closing now tells the client to retry; leaving it in the backlog
                         // would only serve it after it gave up.
                         report.rejected += 1;
-                        counter!("switchboard_connections_rejected_total", "listener" => name, "reason" => "limit").increment(1);
+                        counter!(names::CONNECTIONS_REJECTED, "listener" => name, "reason" => "limit").increment(1);
                         debug!(listener = name, %remote, "connection limit reached, closing");
                         drop(stream);
                         continue;
                     };
                     report.accepted += 1;
-                    counter!("switchboard_connections_accepted_total", "listener" => name).increment(1);
+                    counter!(names::CONNECTIONS_ACCEPTED, "listener" => name).increment(1);
                     let guard = ConnGuard::new(permit, name);
                     tasks.spawn(connection(stream, remote, guard, shared.clone(), service.clone(), stop_rx.clone()));
                 }
                 Err(error) => {
-                    counter!("switchboard_connections_rejected_total", "listener" => name, "reason" => "accept_error").increment(1);
+                    counter!(names::CONNECTIONS_REJECTED, "listener" => name, "reason" => "accept_error").increment(1);
                     if is_per_connection(&error) {
                         debug!(listener = name, %error, "accept: connection failed before accept");
                     } else {
@@ -275,7 +276,7 @@ where
     }
     report.forced_closed = tasks.len() as u64;
     if report.forced_closed > 0 {
-        counter!("switchboard_connections_closed_total", "listener" => name, "reason" => "forced")
+        counter!(names::CONNECTIONS_CLOSED, "listener" => name, "reason" => "forced")
             .increment(report.forced_closed);
         warn!(
             listener = name,
@@ -345,7 +346,7 @@ struct ConnGuard {
 
 impl ConnGuard {
     fn new(permit: OwnedSemaphorePermit, name: &'static str) -> Self {
-        gauge!("switchboard_connections_active", "listener" => name).increment(1.0);
+        gauge!(names::CONNECTIONS_ACTIVE, "listener" => name).increment(1.0);
         Self {
             _permit: permit,
             name,
@@ -355,7 +356,7 @@ impl ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        gauge!("switchboard_connections_active", "listener" => self.name).decrement(1.0);
+        gauge!(names::CONNECTIONS_ACTIVE, "listener" => self.name).decrement(1.0);
     }
 }
 
@@ -405,17 +406,17 @@ where
             let tls = match result {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
-                    counter!("switchboard_connections_rejected_total", "listener" => name, "reason" => "tls_error").increment(1);
+                    counter!(names::CONNECTIONS_REJECTED, "listener" => name, "reason" => "tls_error").increment(1);
                     debug!(listener = name, %remote, %error, "TLS handshake failed");
                     return Outcome::HandshakeFailed;
                 }
                 Err(_elapsed) => {
-                    counter!("switchboard_connections_rejected_total", "listener" => name, "reason" => "handshake_timeout").increment(1);
+                    counter!(names::CONNECTIONS_REJECTED, "listener" => name, "reason" => "handshake_timeout").increment(1);
                     debug!(listener = name, %remote, "TLS handshake timed out");
                     return Outcome::HandshakeFailed;
                 }
             };
-            histogram!("switchboard_tls_handshake_seconds", "listener" => name)
+            histogram!(names::TLS_HANDSHAKE_SECONDS, "listener" => name)
                 .record(started.elapsed().as_secs_f64());
             let session = tls.get_ref().1;
             let protocol = if session.alpn_protocol() == Some(ALPN_H2) {
@@ -489,8 +490,7 @@ async fn serve_io<I, S, F>(
         }
     };
     debug!(listener = shared.name, %remote, ?protocol, reason, "connection closed");
-    counter!("switchboard_connections_closed_total", "listener" => shared.name, "reason" => reason)
-        .increment(1);
+    counter!(names::CONNECTIONS_CLOSED, "listener" => shared.name, "reason" => reason).increment(1);
 }
 
 /// How long a connection may go without a request in flight.

@@ -60,6 +60,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::telemetry::names;
+
 pub use segment::{
     encode_record, framed_len, segment_file_name, FORMAT_VERSION, RECORD_HEADER_LEN, RECORD_MAGIC,
     SEGMENT_HEADER_LEN,
@@ -324,7 +326,7 @@ impl Journal {
             healthy: AtomicBool::new(true),
             group_commits: AtomicU64::new(0),
         });
-        metrics::gauge!("switchboard_journal_healthy").set(1.0);
+        metrics::gauge!(names::JOURNAL_HEALTHY).set(1.0);
         let journal = Journal {
             cfg,
             shared,

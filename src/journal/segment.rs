@@ -35,6 +35,7 @@ use tracing::{error, info, warn};
 
 use super::{io_err, CorruptRange, JournalConfig, JournalError, LsnAnomaly, Recovery, Truncation};
 use crate::event::Lsn;
+use crate::telemetry::names;
 
 /// First 8 bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SWBJRNL\0";
@@ -279,8 +280,8 @@ pub(crate) struct SegmentSet {
 
 impl SegmentSet {
     pub fn publish_gauges(&self) {
-        metrics::gauge!("switchboard_journal_segments").set(self.list.len() as f64);
-        metrics::gauge!("switchboard_journal_disk_bytes").set(self.total_bytes as f64);
+        metrics::gauge!(names::JOURNAL_SEGMENTS).set(self.list.len() as f64);
+        metrics::gauge!(names::JOURNAL_DISK_BYTES).set(self.total_bytes as f64);
     }
 }
 
@@ -393,7 +394,7 @@ impl Continuity {
             };
             if let Some(kind) = kind {
                 error!(segment = %segment.display(), offset, expected, found = lsn, kind, "journal: LSN discontinuity");
-                counter!("switchboard_journal_lsn_anomalies_total", "kind" => kind).increment(1);
+                counter!(names::JOURNAL_LSN_ANOMALIES, "kind" => kind).increment(1);
                 report.lsn_anomalies.push(LsnAnomaly {
                     segment: segment.to_path_buf(),
                     offset: offset as u64,
@@ -566,7 +567,7 @@ pub(crate) fn recover(cfg: &JournalConfig) -> Result<Recovered, JournalError> {
             f.set_len(offset as u64)
                 .map_err(io_err("truncate segment", &path))?;
             f.sync_all().map_err(io_err("fsync segment", &path))?;
-            counter!("switchboard_journal_truncated_bytes_total").increment(len as u64);
+            counter!(names::JOURNAL_TRUNCATED_BYTES).increment(len as u64);
             report.truncated_bytes += len as u64;
             report.truncations.push(Truncation {
                 segment: path.clone(),
@@ -636,8 +637,8 @@ fn report_corrupt(
     why: &str,
 ) {
     error!(segment = %segment.display(), offset, len, saved_to = ?saved, why, "journal: damaged range skipped");
-    counter!("switchboard_journal_corrupt_records_total").increment(1);
-    counter!("switchboard_journal_corrupt_bytes_total").increment(len as u64);
+    counter!(names::JOURNAL_CORRUPT_RECORDS).increment(1);
+    counter!(names::JOURNAL_CORRUPT_BYTES).increment(len as u64);
     report.corrupt.push(CorruptRange {
         segment: segment.to_path_buf(),
         offset: offset as u64,

@@ -40,6 +40,7 @@ use super::segment::{
 use super::{io_err, FaultInjection, JournalConfig, JournalError, Shared, SEGMENT_HEADER_LEN};
 use crate::codec::CodecError;
 use crate::event::{Event, Lsn};
+use crate::telemetry::names;
 
 /// One record to append.
 #[derive(Debug, Clone)]
@@ -155,7 +156,7 @@ impl<C> Clone for Appender<C> {
 }
 
 fn rejected(reason: &'static str) {
-    counter!("switchboard_journal_rejected_total", "reason" => reason).increment(1);
+    counter!(names::JOURNAL_REJECTED, "reason" => reason).increment(1);
 }
 
 impl<C> Appender<C> {
@@ -269,7 +270,7 @@ impl<C> Appender<C> {
         }
         set.publish_gauges();
         drop(set);
-        counter!("switchboard_journal_segments_removed_total").increment(files as u64);
+        counter!(names::JOURNAL_SEGMENTS_REMOVED).increment(files as u64);
         info!(
             files,
             bytes,
@@ -413,7 +414,7 @@ impl Drop for ExitGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.0.healthy.store(false, Ordering::Release);
-            gauge!("switchboard_journal_healthy").set(0.0);
+            gauge!(names::JOURNAL_HEALTHY).set(0.0);
             error!("journal writer thread panicked; the journal accepts no more appends");
         }
     }
@@ -497,16 +498,16 @@ impl<C, S: Sink<C>> Writer<C, S> {
         }
         match self.write_batch() {
             Ok(()) => {
-                histogram!("switchboard_journal_batch_records").record(records as f64);
-                counter!("switchboard_journal_appended_records_total").increment(records as u64);
+                histogram!(names::JOURNAL_BATCH_RECORDS).record(records as f64);
+                counter!(names::JOURNAL_APPENDED_RECORDS).increment(records as u64);
                 for req in self.batch.drain(..) {
                     self.sink.durable(req.first, req.ctx);
                 }
             }
             Err((op, err)) => {
-                counter!("switchboard_journal_write_errors_total", "op" => op).increment(1);
+                counter!(names::JOURNAL_WRITE_ERRORS, "op" => op).increment(1);
                 if self.shared.healthy.swap(false, Ordering::AcqRel) {
-                    gauge!("switchboard_journal_healthy").set(0.0);
+                    gauge!(names::JOURNAL_HEALTHY).set(0.0);
                 }
                 error!(op, error = %err, requests = self.batch.len(), records, "journal: group commit failed; its requests are not durable");
                 for req in self.batch.drain(..) {
@@ -548,7 +549,7 @@ impl<C, S: Sink<C>> Writer<C, S> {
                 self.after_failure(io_err("fdatasync segment", &self.path)(e)),
             ));
         }
-        histogram!("switchboard_journal_fsync_seconds").record(started.elapsed().as_secs_f64());
+        histogram!(names::JOURNAL_FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
 
         let written = self.buf.len() as u64;
         self.len += written;
@@ -565,10 +566,10 @@ impl<C, S: Sink<C>> Writer<C, S> {
             }
             set.publish_gauges();
         }
-        counter!("switchboard_journal_appended_bytes_total").increment(written);
-        histogram!("switchboard_journal_batch_bytes").record(written as f64);
+        counter!(names::JOURNAL_APPENDED_BYTES).increment(written);
+        histogram!(names::JOURNAL_BATCH_BYTES).record(written as f64);
         if !self.shared.healthy.swap(true, Ordering::AcqRel) {
-            gauge!("switchboard_journal_healthy").set(1.0);
+            gauge!(names::JOURNAL_HEALTHY).set(1.0);
             info!(segment = %self.path.display(), "journal: writes succeed again");
         }
         Ok(())
@@ -578,7 +579,7 @@ impl<C, S: Sink<C>> Writer<C, S> {
     /// too, the next batch retries before writing.
     fn after_failure(&mut self, err: JournalError) -> JournalError {
         if let Err(e) = self.repair() {
-            counter!("switchboard_journal_write_errors_total", "op" => "truncate").increment(1);
+            counter!(names::JOURNAL_WRITE_ERRORS, "op" => "truncate").increment(1);
             warn!(error = %e, "journal: could not cut a failed write yet; retrying before the next batch");
         }
         err
