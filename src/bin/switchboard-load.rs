@@ -103,6 +103,9 @@ struct RunArgs {
     /// Bound on one exchange.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
+    /// Stop after sending this many messages (warm-up included), even before --duration.
+    #[arg(long)]
+    max_messages: Option<u64>,
     /// Part of every wamid (default: derived from the time and pid).
     #[arg(long)]
     run_id: Option<String>,
@@ -163,6 +166,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         warmup: args.warmup,
         rate: args.rate,
         request_timeout: args.timeout,
+        max_messages: args.max_messages,
     };
     let report = load::run(cfg).await?;
     if args.json {

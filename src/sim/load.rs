@@ -22,6 +22,7 @@ use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -449,6 +450,9 @@ pub struct LoadConfig {
     /// Target messages per second over all connections; 0 = closed loop.
     pub rate: f64,
     pub request_timeout: Duration,
+    /// Stop once this many messages have been sent (warm-up included), even before the
+    /// window ends: for "RSS after N messages" runs.
+    pub max_messages: Option<u64>,
 }
 
 /// Latency summary in microseconds.
@@ -498,6 +502,7 @@ pub struct Report {
     pub target: String,
     pub protocol: &'static str,
     pub connections: u32,
+    /// The measured window: `--duration`, or less when `max_messages` ran out first.
     pub duration_s: f64,
     pub warmup_s: f64,
     /// Target messages/s (open loop only).
@@ -680,6 +685,8 @@ struct ConnTask {
     cfg: Arc<LoadConfig>,
     gen: Arc<PayloadGen>,
     window: Window,
+    /// Posts left to send under `max_messages`, shared by all connections.
+    budget: Option<Arc<AtomicU64>>,
 }
 
 impl ConnTask {
@@ -724,6 +731,14 @@ impl ConnTask {
                 }
             };
             post += 1;
+            if let Some(budget) = &self.budget {
+                let claimed = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                });
+                if claimed.is_err() {
+                    break;
+                }
+            }
             let customer = rng.below(customers) as u32;
             let number = rng.below(numbers) as usize;
             let body = self
@@ -876,6 +891,10 @@ pub async fn run(cfg: LoadConfig) -> Result<Report, LoadError> {
         measure_from: start + cfg.warmup,
         end: start + cfg.warmup + cfg.duration,
     };
+    let per_post = u64::from(cfg.payload.messages_per_post);
+    let budget = cfg
+        .max_messages
+        .map(|n| Arc::new(AtomicU64::new(n.div_ceil(per_post))));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, conn) in conns {
         let task = ConnTask {
@@ -883,26 +902,50 @@ pub async fn run(cfg: LoadConfig) -> Result<Report, LoadError> {
             cfg: cfg.clone(),
             gen: gen.clone(),
             window,
+            budget: budget.clone(),
         };
         tasks.spawn(task.run(conn));
     }
-    sleep_until(window.measure_from).await;
-    let cpu_from = process_cpu_seconds();
-    sleep_until(window.end).await;
-    let cpu_to = process_cpu_seconds();
-
-    let mut total = ConnStats::new();
-    while let Some(joined) = tasks.join_next().await {
-        total.merge(joined.map_err(|e| LoadError::Join(e.to_string()))?);
+    // Collect in a task of its own, so a run that spends its message budget early ends early.
+    let mut collector = tokio::spawn(async move {
+        let mut total = ConnStats::new();
+        while let Some(joined) = tasks.join_next().await {
+            total.merge(joined.map_err(|e| LoadError::Join(e.to_string()))?);
+        }
+        Ok::<_, LoadError>((total, Instant::now()))
+    });
+    let mut finished = None;
+    tokio::select! {
+        done = &mut collector => finished = Some(done),
+        _ = sleep_until(window.measure_from) => {}
     }
+    let cpu_from = process_cpu_seconds();
+    if finished.is_none() {
+        tokio::select! {
+            done = &mut collector => finished = Some(done),
+            _ = sleep_until(window.end) => {}
+        }
+    }
+    let cpu_to = process_cpu_seconds();
+    let cpu_window = Instant::now().saturating_duration_since(window.measure_from);
+    let finished = match finished {
+        Some(done) => done,
+        None => collector.await,
+    };
+    let (total, done_at) = finished.map_err(|e| LoadError::Join(e.to_string()))??;
 
-    let secs = cfg.duration.as_secs_f64();
+    // In-flight requests finish after the end; an exhausted budget ends the window early.
+    let measured = done_at
+        .min(window.end)
+        .saturating_duration_since(window.measure_from);
+    let secs = measured.as_secs_f64().max(1e-3);
     let cpu = cpu_from.zip(cpu_to).map(|((u0, s0), (u1, s1))| CpuUse {
         user_s: round2(u1 - u0),
         system_s: round2(s1 - s0),
-        percent_of_one_core: round2(100.0 * ((u1 - u0) + (s1 - s0)) / secs),
+        percent_of_one_core: round2(
+            100.0 * ((u1 - u0) + (s1 - s0)) / cpu_window.as_secs_f64().max(1e-3),
+        ),
     });
-    let per_post = u64::from(cfg.payload.messages_per_post);
     Ok(Report {
         run_id: cfg.payload.run_id.clone(),
         mode: if cfg.rate > 0.0 { "open" } else { "closed" },
@@ -1149,6 +1192,7 @@ mod tests {
             warmup: Duration::from_millis(100),
             rate,
             request_timeout: Duration::from_secs(5),
+            max_messages: None,
         }
     }
 
@@ -1168,6 +1212,23 @@ mod tests {
         assert_eq!((report.mode, report.protocol), ("open", "h2"));
         assert!((70..=90).contains(&report.requests), "{report}\n{report:?}");
         assert_eq!(report.errors(), 0, "{report}");
+        let _ = stop.send(());
+    }
+
+    #[tokio::test]
+    async fn a_message_budget_ends_the_run_early() {
+        let (addr, ca, _dir, stop) = bare().await;
+        let cfg = LoadConfig {
+            duration: Duration::from_secs(30),
+            warmup: Duration::ZERO,
+            max_messages: Some(50),
+            ..load_cfg(addr, &ca, false, 0.0)
+        };
+        let started = std::time::Instant::now();
+        let report = run(cfg).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(report.acknowledged_messages, 50, "{report}");
+        assert!(report.duration_s < 10.0);
         let _ = stop.send(());
     }
 
