@@ -934,10 +934,14 @@ pub async fn run(cfg: LoadConfig) -> Result<Report, LoadError> {
     };
     let (total, done_at) = finished.map_err(|e| LoadError::Join(e.to_string()))??;
 
-    // In-flight requests finish after the end; an exhausted budget ends the window early.
-    let measured = done_at
-        .min(window.end)
-        .saturating_duration_since(window.measure_from);
+    // In-flight requests finish after the end, and an open loop's last send comes before it:
+    // the window is the whole duration, unless an exhausted budget ended it early.
+    let measured = match budget {
+        Some(b) if b.load(Ordering::Relaxed) == 0 => done_at
+            .min(window.end)
+            .saturating_duration_since(window.measure_from),
+        _ => cfg.duration,
+    };
     let secs = measured.as_secs_f64().max(1e-3);
     let cpu = cpu_from.zip(cpu_to).map(|((u0, s0), (u1, s1))| CpuUse {
         user_s: round2(u1 - u0),
@@ -952,7 +956,7 @@ pub async fn run(cfg: LoadConfig) -> Result<Report, LoadError> {
         target: cfg.addr.to_string(),
         protocol,
         connections: cfg.connections,
-        duration_s: secs,
+        duration_s: round2(secs),
         warmup_s: cfg.warmup.as_secs_f64(),
         rate_target: (cfg.rate > 0.0).then_some(cfg.rate),
         messages_per_post: cfg.payload.messages_per_post,
