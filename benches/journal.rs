@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use crossbeam::channel::{self, Receiver, Sender};
 use rkyv::util::AlignedVec;
 use switchboard::journal::{
-    encode_record, Journal, JournalConfig, JournalError, Lsn, Record, Sink,
+    encode_record, Journal, JournalConfig, JournalError, Lsn, Record, RecordLoc, Sink,
 };
 
 const PAYLOAD: usize = 1024;
@@ -16,7 +16,7 @@ const PAYLOAD: usize = 1024;
 struct Notify(Sender<bool>);
 
 impl Sink<()> for Notify {
-    fn durable(&mut self, _first_lsn: Lsn, _ctx: ()) {
+    fn durable(&mut self, _first_lsn: Lsn, _locs: &[RecordLoc], _ctx: ()) {
         let _ = self.0.send(true);
     }
 

@@ -243,8 +243,6 @@ pub struct StorageConfig {
     #[serde(with = "duration_str")]
     pub checkpoint_interval: Duration,
     pub journal_segment_bytes: u64,
-    /// Journal bytes kept behind the checkpoint (for export); 0 keeps none.
-    pub journal_retain_bytes: u64,
     /// Webhook batches waiting for the journal writer before a 503.
     pub journal_queue: usize,
     pub sled_cache_bytes: u64,
@@ -258,9 +256,8 @@ impl Default for StorageConfig {
             dedupe_days: 7,
             checkpoint_interval: Duration::from_secs(10),
             journal_segment_bytes: 64 * MIB,
-            journal_retain_bytes: 0,
             journal_queue: 8192,
-            sled_cache_bytes: 64 * MIB,
+            sled_cache_bytes: 32 * MIB,
             max_record_bytes: 4 * MIB as usize,
         }
     }

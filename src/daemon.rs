@@ -25,7 +25,7 @@ use crate::http::app::{App, WebhookSettings};
 use crate::http::metrics_server::{serve_metrics, Probes};
 use crate::http::server::{serve, Limits};
 use crate::http::tls::{load_or_generate, TlsSource};
-use crate::journal::{Journal, JournalConfig, JournalHandle};
+use crate::journal::{Journal, JournalConfig, JournalHandle, JournalReader};
 use crate::pipeline::checkpoint::{self, Checkpointer};
 use crate::pipeline::ingest::{self, Dispatcher, Ingest, IngestCtx};
 use crate::pipeline::numbers::{NumberInfo, Numbers};
@@ -70,7 +70,6 @@ struct Core {
     pipeline: Arc<Pipeline>,
     journal: JournalHandle<IngestCtx>,
     checkpointer: Checkpointer,
-    retain_bytes: u64,
 }
 
 fn numbers_from(resolved: &Resolved, store: &Store) -> Result<Numbers, DaemonError> {
@@ -104,8 +103,14 @@ fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
         shard_queue: cfg.pipeline.shard_queue,
         pin_threads: cfg.pipeline.pin_threads,
     };
-    let pipeline = Arc::new(Pipeline::start(store.clone(), numbers, &pipeline_cfg)?);
-    let mut jcfg = JournalConfig::new(data_dir.join("journal"));
+    let journal_dir = data_dir.join("journal");
+    let pipeline = Arc::new(Pipeline::start(
+        store.clone(),
+        numbers,
+        JournalReader::new(&journal_dir),
+        &pipeline_cfg,
+    )?);
+    let mut jcfg = JournalConfig::new(&journal_dir);
     jcfg.segment_bytes = cfg.storage.journal_segment_bytes;
     jcfg.max_record_bytes = cfg.storage.max_record_bytes;
     jcfg.queue_capacity = cfg.storage.journal_queue;
@@ -120,12 +125,11 @@ fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
     let replayed = ingest::replay(&pipeline, &journal, from, pipeline_cfg.shard_queue)?;
     let handle = journal.start(Dispatcher::new(pipeline.clone()))?;
     // Move the replay position past what was just replayed.
-    checkpoint::checkpoint(&pipeline, &handle, cfg.storage.journal_retain_bytes)?;
+    checkpoint::checkpoint(&pipeline, &handle, &mut Default::default())?;
     let checkpointer = Checkpointer::spawn(
         pipeline.clone(),
         handle.appender(),
         cfg.storage.checkpoint_interval,
-        cfg.storage.journal_retain_bytes,
         cfg.storage.dedupe_days,
     )
     .map_err(|source| DaemonError::DataDir {
@@ -145,14 +149,13 @@ fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
         pipeline,
         journal: handle,
         checkpointer,
-        retain_bytes: cfg.storage.journal_retain_bytes,
     })
 }
 
 impl Core {
     fn stop(self) -> Result<(), DaemonError> {
-        self.checkpointer.stop();
-        let result = checkpoint::checkpoint(&self.pipeline, &self.journal, self.retain_bytes);
+        let mut unwritten = self.checkpointer.stop();
+        let result = checkpoint::checkpoint(&self.pipeline, &self.journal, &mut unwritten);
         let journal = self.journal.shutdown();
         self.pipeline.stop();
         self.pipeline.store().sync()?;

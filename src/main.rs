@@ -9,6 +9,40 @@ use switchboard::config::{self, LogFormat};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's defaults commit its arenas eagerly and keep freed memory for a
+/// second; our events are allocated on I/O threads and freed on shard
+/// threads, and with the defaults RSS settled ~100 MB higher (see
+/// BENCHMARKS.md). mimalloc reads options from the environment when it starts,
+/// before `main`, so `serve` re-executes itself once with these set, unless
+/// the operator chose values of their own.
+const MIMALLOC_DEFAULTS: &[(&str, &str)] = &[
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ("MIMALLOC_PURGE_DELAY", "100"),
+    ("MIMALLOC_ARENA_RESERVE", "16MiB"),
+];
+const TUNED_MARKER: &str = "SWITCHBOARD_ALLOCATOR_TUNED";
+
+/// Re-execute this process with the allocator options set; returns only if
+/// that is not needed or not possible (then the daemon runs untuned).
+fn tune_allocator() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(TUNED_MARKER).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1)).env(TUNED_MARKER, "1");
+    for (key, value) in MIMALLOC_DEFAULTS {
+        if std::env::var_os(key).is_none() {
+            cmd.env(key, value);
+        }
+    }
+    let err = cmd.exec();
+    eprintln!("switchboard: running with mimalloc's default options ({err})");
+}
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",
@@ -49,6 +83,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config: path } => {
+            tune_allocator();
             let resolved = match path {
                 Some(p) => match config::load(&p) {
                     Ok(r) => r,

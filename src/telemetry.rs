@@ -328,9 +328,14 @@ mod tests {
             .filter_map(|l| l.strip_prefix("| `switchboard_"))
             .filter_map(|l| l.split('`').next())
             .collect();
-        let declared: std::collections::BTreeSet<&str> =
-            CATALOGUE.iter().map(|d| d.name.trim_start_matches("switchboard_")).collect();
-        assert_eq!(table, declared, "README.md's metric table and CATALOGUE differ");
+        let declared: std::collections::BTreeSet<&str> = CATALOGUE
+            .iter()
+            .map(|d| d.name.trim_start_matches("switchboard_"))
+            .collect();
+        assert_eq!(
+            table, declared,
+            "README.md's metric table and CATALOGUE differ"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok((journal, _recovery)) = Journal::open(JournalConfig::new(&dir)) else {
         return;
     };
-    let _ = journal.replay(1, |_lsn, kind, version, payload| -> Result<(), ()> {
+    let _ = journal.replay(1, |_lsn, _loc, kind, version, payload| -> Result<(), ()> {
         let _ = Event::decode(kind, version, payload);
         Ok(())
     });

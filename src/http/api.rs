@@ -44,7 +44,7 @@ fn render<T: serde::Serialize>(result: Result<T, QueryError>) -> Response<Body> 
         Err(e @ QueryError::Invalid { .. }) => {
             error(StatusCode::BAD_REQUEST, "invalid_parameter", e)
         }
-        Err(QueryError::Store(e)) => {
+        Err(e @ (QueryError::Store(_) | QueryError::Journal(_) | QueryError::Record(_))) => {
             tracing::error!(error = %e, "read failed");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -47,6 +47,7 @@
 //!   (`File::try_lock` needs a newer Rust than the crate's MSRV); the daemon
 //!   should take its sled index (which sled locks) before the journal.
 
+mod reader;
 mod segment;
 mod writer;
 
@@ -62,11 +63,21 @@ use parking_lot::Mutex;
 
 use crate::telemetry::names;
 
+pub use reader::{JournalReader, ReadRecord};
 pub use segment::{
     encode_record, framed_len, segment_file_name, FORMAT_VERSION, RECORD_HEADER_LEN, RECORD_MAGIC,
     SEGMENT_HEADER_LEN,
 };
 pub use writer::{AppendError, Appender, JournalHandle, Record, Sink};
+
+/// Where a durable record lives: its segment (named by the segment's first
+/// LSN) and the byte offset of its header. Records never move, so a location
+/// stays valid for as long as the segment exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordLoc {
+    pub segment: Lsn,
+    pub offset: u64,
+}
 
 pub use crate::event::Lsn;
 
@@ -195,6 +206,12 @@ pub enum JournalError {
     Closed,
     #[error("the journal writer thread panicked")]
     WriterPanicked,
+    #[error("journal record at {segment}+{offset} is damaged: {reason}")]
+    Corrupt {
+        segment: String,
+        offset: u64,
+        reason: String,
+    },
 }
 
 /// `map_err` helper attaching the operation and path to an I/O error.
@@ -343,7 +360,7 @@ impl Journal {
     pub fn replay<E>(
         &self,
         from_lsn: Lsn,
-        mut f: impl FnMut(Lsn, u16, u16, &[u8]) -> Result<(), E>,
+        mut f: impl FnMut(Lsn, RecordLoc, u16, u16, &[u8]) -> Result<(), E>,
     ) -> Result<u64, ReplayError<E>> {
         let segments: Vec<_> = self.shared.segments.lock().list.clone();
         let mut buf = Vec::new();
@@ -352,7 +369,7 @@ impl Journal {
             .iter()
             .filter(|s| s.max_lsn.is_some_and(|m| m >= from_lsn))
         {
-            match segment::for_each_record(&seg.path, from_lsn, &mut buf, &mut f)? {
+            match segment::for_each_record(&seg.path, seg.first_lsn, from_lsn, &mut buf, &mut f)? {
                 Ok(n) => total += n,
                 Err((lsn, source)) => return Err(ReplayError::Callback { lsn, source }),
             }

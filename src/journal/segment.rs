@@ -33,7 +33,9 @@ use std::path::{Path, PathBuf};
 use metrics::counter;
 use tracing::{error, info, warn};
 
-use super::{io_err, CorruptRange, JournalConfig, JournalError, LsnAnomaly, Recovery, Truncation};
+use super::{
+    io_err, CorruptRange, JournalConfig, JournalError, LsnAnomaly, RecordLoc, Recovery, Truncation,
+};
 use crate::event::Lsn;
 use crate::telemetry::names;
 
@@ -170,7 +172,7 @@ fn read_u32(data: &[u8], at: usize) -> u32 {
 /// The valid record at `pos`, if there is one. The only length bound is the
 /// buffer itself: `max_record_bytes` may have been lowered since the record
 /// was written, and the CRC decides validity anyway.
-fn parse_at(data: &[u8], pos: usize) -> Option<RecordRef<'_>> {
+pub(crate) fn parse_at(data: &[u8], pos: usize) -> Option<RecordRef<'_>> {
     let header = data.get(pos..pos.checked_add(RECORD_HEADER_LEN)?)?;
     if read_u32(header, 0) != RECORD_MAGIC {
         return None;
@@ -651,9 +653,10 @@ fn report_corrupt(
 /// Damaged ranges were reported by recovery and are skipped here.
 pub(crate) fn for_each_record<E>(
     path: &Path,
+    segment: Lsn,
     from: Lsn,
     buf: &mut Vec<u8>,
-    f: &mut impl FnMut(Lsn, u16, u16, &[u8]) -> Result<(), E>,
+    f: &mut impl FnMut(Lsn, RecordLoc, u16, u16, &[u8]) -> Result<(), E>,
 ) -> Result<Result<u64, (Lsn, E)>, JournalError> {
     read_file(path, buf)?;
     let start = if check_header(buf) == HeaderCheck::Valid {
@@ -665,7 +668,11 @@ pub(crate) fn for_each_record<E>(
     for item in Scanner::new(buf, start) {
         if let Item::Record(r) = item {
             if r.lsn >= from {
-                if let Err(e) = f(r.lsn, r.kind, r.version, r.payload) {
+                let loc = RecordLoc {
+                    segment,
+                    offset: r.offset as u64,
+                };
+                if let Err(e) = f(r.lsn, loc, r.kind, r.version, r.payload) {
                     return Ok(Err((r.lsn, e)));
                 }
                 n += 1;

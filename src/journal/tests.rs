@@ -26,7 +26,7 @@ type Ctx = (u64, usize);
 struct ChanSink(Sender<Outcome>, Sender<String>);
 
 impl Sink<Ctx> for ChanSink {
-    fn durable(&mut self, first_lsn: Lsn, (id, records): Ctx) {
+    fn durable(&mut self, first_lsn: Lsn, _locs: &[RecordLoc], (id, records): Ctx) {
         let _ = self.0.send(Outcome::Durable {
             first: first_lsn,
             id,
@@ -87,7 +87,7 @@ fn rec(tag: u64, len: usize) -> Record {
 
 fn replay_all(j: &Journal, from: Lsn) -> Vec<(Lsn, u16, Vec<u8>)> {
     let mut out = Vec::new();
-    j.replay(from, |lsn, kind, _version, p| {
+    j.replay(from, |lsn, _loc, kind, _version, p| {
         out.push((lsn, kind, p.to_vec()));
         Ok::<_, std::convert::Infallible>(())
     })
@@ -692,7 +692,7 @@ fn barrier_runs_between_the_batches_around_it() {
     let log = Arc::new(StdMutex::new(Vec::<String>::new()));
     struct LogSink(Arc<StdMutex<Vec<String>>>);
     impl Sink<u64> for LogSink {
-        fn durable(&mut self, first: Lsn, id: u64) {
+        fn durable(&mut self, first: Lsn, _locs: &[RecordLoc], id: u64) {
             self.0
                 .lock()
                 .unwrap()
@@ -998,7 +998,7 @@ fn replay_stops_at_a_callback_error() {
     let (j, _) = open(&cfg);
     let mut seen = 0;
     let err = j
-        .replay(2, |lsn, _, _, _| {
+        .replay(2, |lsn, _, _, _, _| {
             seen += 1;
             if lsn == 4 {
                 Err("bad record")
@@ -1042,7 +1042,7 @@ fn events_roundtrip_through_the_journal() {
     h.shutdown().unwrap();
     let (j, _) = open(&cfg);
     let mut back = Vec::new();
-    j.replay(1, |_, kind, version, p| {
+    j.replay(1, |_, _, kind, version, p| {
         Event::decode(kind, version, p).map(|e| back.push(e))
     })
     .unwrap();
@@ -1123,4 +1123,88 @@ fn real_enospc_on_a_small_tmpfs() {
     let (j, r) = open(&cfg);
     assert!(r.is_clean(), "{r:?}");
     assert_records(&j, 1, &durable);
+}
+
+/// Remembers where each record went.
+struct LocSink(Sender<(Lsn, Vec<RecordLoc>)>);
+
+impl Sink<()> for LocSink {
+    fn durable(&mut self, first_lsn: Lsn, locs: &[RecordLoc], _: ()) {
+        let _ = self.0.send((first_lsn, locs.to_vec()));
+    }
+
+    fn failed(&mut self, _: (), _: &JournalError) {}
+}
+
+#[test]
+fn records_are_read_back_by_location_across_segments_and_damage_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = JournalConfig::new(dir.path().join("j"));
+    cfg.segment_bytes = 1 << 20;
+    let (j, _) = open(&cfg);
+    let (tx, rx) = channel::unbounded();
+    let h = j.start(LocSink(tx)).unwrap();
+    let payload = |i: usize| vec![(i % 251) as u8; 700 + i % 300];
+    let mut locs: Vec<(Lsn, RecordLoc)> = Vec::new();
+    for i in 0..3000usize {
+        let rec = Record {
+            kind: 7,
+            version: 2,
+            payload: crate::codec::aligned_copy(&payload(i)),
+        };
+        h.append(vec![rec], ()).unwrap();
+        let (first, l) = rx.recv_timeout(DEADLINE).unwrap();
+        assert_eq!(l.len(), 1);
+        locs.push((first, l[0]));
+    }
+    let segments: std::collections::BTreeSet<Lsn> = locs.iter().map(|(_, l)| l.segment).collect();
+    assert!(segments.len() >= 2, "the test should span a rotation");
+    let reader = JournalReader::new(dir.path().join("j"));
+    for (i, (lsn, loc)) in locs.iter().enumerate() {
+        let r = reader.read(*loc).unwrap();
+        assert_eq!((r.lsn, r.kind, r.version), (*lsn, 7, 2));
+        assert_eq!(r.payload.as_slice(), payload(i).as_slice());
+        assert_eq!(
+            r.payload.as_ptr() as usize % 16,
+            0,
+            "payload is aligned for rkyv"
+        );
+    }
+    h.shutdown().unwrap();
+    // Replay reports the same locations as the writer did.
+    let (j, _) = open(&cfg);
+    let mut replayed = Vec::new();
+    j.replay(1, |lsn, loc, _, _, _| -> Result<(), ()> {
+        replayed.push((lsn, loc));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(replayed, locs);
+    // A flipped byte in a payload and a location that is not a record are errors.
+    let (_, victim) = locs[10];
+    let path = dir.path().join("j").join(segment_file_name(victim.segment));
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[victim.offset as usize + 40] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let reader = JournalReader::new(dir.path().join("j"));
+    assert!(matches!(
+        reader.read(victim),
+        Err(JournalError::Corrupt { .. })
+    ));
+    let off = RecordLoc {
+        segment: victim.segment,
+        offset: victim.offset + 8,
+    };
+    assert!(matches!(
+        reader.read(off),
+        Err(JournalError::Corrupt { .. })
+    ));
+    let past = RecordLoc {
+        segment: victim.segment,
+        offset: 1 << 40,
+    };
+    assert!(matches!(
+        reader.read(past),
+        Err(JournalError::Corrupt { .. })
+    ));
 }

@@ -37,6 +37,7 @@ use tracing::{error, info, warn};
 use super::segment::{
     encode_record, framed_len, segment_file_name, segment_header, sync_dir, SegmentInfo,
 };
+use super::RecordLoc;
 use super::{io_err, FaultInjection, JournalConfig, JournalError, Shared, SEGMENT_HEADER_LEN};
 use crate::codec::CodecError;
 use crate::event::{Event, Lsn};
@@ -68,7 +69,8 @@ pub trait Sink<C>: Send + 'static {
     /// Every record of the request is written and fdatasync'ed; its records
     /// have LSNs `first_lsn ..`. A request with no records gets the LSN the
     /// next record would have had: every record appended before it is lower.
-    fn durable(&mut self, first_lsn: Lsn, ctx: C);
+    /// `locs` holds where each of the request's records was written, in order.
+    fn durable(&mut self, first_lsn: Lsn, locs: &[RecordLoc], ctx: C);
     /// Nothing of the request is durable (the write or the sync failed).
     fn failed(&mut self, ctx: C, err: &super::JournalError);
 }
@@ -127,6 +129,8 @@ struct Request<C> {
     bytes: usize,
     /// Set when the batch is framed.
     first: Lsn,
+    /// Where each record went; set when the batch is framed.
+    locs: Vec<RecordLoc>,
 }
 
 type BarrierFn = Box<dyn FnOnce(Lsn) + Send>;
@@ -185,6 +189,7 @@ impl<C> Appender<C> {
             return Err(AppendError::Closed(ctx));
         };
         match tx.try_send(Msg::Append(Request {
+            locs: Vec::with_capacity(records.len()),
             records,
             ctx,
             bytes,
@@ -363,12 +368,12 @@ pub(crate) fn start<C: Send + 'static, S: Sink<C>>(
     sink: S,
 ) -> Result<JournalHandle<C>, JournalError> {
     let (tx, rx) = channel::bounded(cfg.queue_capacity);
-    let path = shared
+    let (path, segment) = shared
         .segments
         .lock()
         .list
         .last()
-        .map(|s| s.path.clone())
+        .map(|s| (s.path.clone(), s.first_lsn))
         .ok_or_else(|| JournalError::Config("journal has no current segment".into()))?;
     let next_lsn = shared.next_lsn.load(Ordering::Acquire);
     let writer = Writer {
@@ -383,6 +388,7 @@ pub(crate) fn start<C: Send + 'static, S: Sink<C>>(
         len,
         dirty: false,
         next_lsn,
+        segment,
         buf: Vec::new(),
         batch: Vec::new(),
     };
@@ -434,6 +440,8 @@ struct Writer<C, S> {
     /// Bytes past `len` may exist (a failed write or sync): cut them first.
     dirty: bool,
     next_lsn: Lsn,
+    /// First LSN of the current segment (its name).
+    segment: Lsn,
     /// Framing buffer, reused by every batch.
     buf: Vec<u8>,
     batch: Vec<Request<C>>,
@@ -492,7 +500,7 @@ impl<C, S: Sink<C>> Writer<C, S> {
         if records == 0 {
             let lsn = self.next_lsn;
             for req in self.batch.drain(..) {
-                self.sink.durable(lsn, req.ctx);
+                self.sink.durable(lsn, &[], req.ctx);
             }
             return;
         }
@@ -501,7 +509,7 @@ impl<C, S: Sink<C>> Writer<C, S> {
                 histogram!(names::JOURNAL_BATCH_RECORDS).record(records as f64);
                 counter!(names::JOURNAL_APPENDED_RECORDS).increment(records as u64);
                 for req in self.batch.drain(..) {
-                    self.sink.durable(req.first, req.ctx);
+                    self.sink.durable(req.first, &req.locs, req.ctx);
                 }
             }
             Err((op, err)) => {
@@ -528,7 +536,12 @@ impl<C, S: Sink<C>> Writer<C, S> {
         let mut lsn = self.next_lsn;
         for req in &mut self.batch {
             req.first = lsn;
+            req.locs.clear();
             for r in &req.records {
+                req.locs.push(RecordLoc {
+                    segment: self.segment,
+                    offset: self.len + self.buf.len() as u64,
+                });
                 encode_record(&mut self.buf, lsn, r.kind, r.version, &r.payload)
                     .map_err(|e| ("write", e))?;
                 lsn += 1;
@@ -673,6 +686,7 @@ impl<C, S: Sink<C>> Writer<C, S> {
         // The old segment's records were all fsynced by their batches.
         self.file = file;
         self.path = path.clone();
+        self.segment = first_lsn;
         self.len = SEGMENT_HEADER_LEN as u64;
         let mut set = self.shared.segments.lock();
         set.total_bytes += self.len;

@@ -3,11 +3,17 @@
 //! A checkpoint (1) asks the journal writer for a barrier, which injects a
 //! marker into every shard queue right after the last durable record D, so
 //! each shard has applied exactly the records <= D when it sees the marker;
-//! (2) each shard writes its dirty conversations; (3) dirty customers are
-//! written; (4) number records and the replay position D+1 are written in ONE
-//! batch, so the counters and the position they match are never split;
-//! (5) sled is flushed and its files fsynced; only then (6) journal segments
-//! wholly below D+1 are deleted.
+//! (2) each shard hands over a snapshot of its dirty conversations and its
+//! counters (and goes on applying); (3) the checkpointer writes those
+//! conversations and the dirty customers, key by key (a sled batch would
+//! take sled's global lock and stall every shard); (4) number records and the
+//! replay position D+1 are written in ONE batch, so the counters and the
+//! position they match are never split; (5) sled is flushed and its files
+//! fsynced.
+//!
+//! Journal segments are not deleted: the journal is the message archive
+//! (sled indexes into it); retention removes old segments and their index
+//! entries together.
 //!
 //! Invariant: the replay position moves forward only after everything it
 //! covers is durable in sled. Records after it may also be in sled already;
@@ -25,7 +31,7 @@ use super::shard::ShardMsg;
 use super::Pipeline;
 use crate::event::Lsn;
 use crate::journal::Appender;
-use crate::store::records::{kind, NumberCounters};
+use crate::store::records::{kind, ConversationRecord, CustomerRecord, NumberCounters};
 use crate::store::{keys, StoreError, Writes};
 use crate::telemetry::names;
 
@@ -47,11 +53,20 @@ pub fn replay_position(store: &crate::store::Store) -> Result<Lsn, StoreError> {
     Ok(store.meta_u64(CHECKPOINT_KEY)?.unwrap_or(1))
 }
 
+/// State snapshots taken from the shards and the directory but not yet
+/// written: a failed checkpoint keeps them for the next attempt, since
+/// they are no longer marked dirty where they came from.
+#[derive(Default)]
+pub struct Unwritten {
+    conversations: Vec<ConversationRecord>,
+    customers: Vec<CustomerRecord>,
+}
+
 /// Run one checkpoint; returns the new replay position.
 pub fn checkpoint(
     pipeline: &Pipeline,
     journal: &Appender<IngestCtx>,
-    retain_bytes: u64,
+    unwritten: &mut Unwritten,
 ) -> Result<Lsn, CheckpointError> {
     let started = Instant::now();
     let (lsn_tx, lsn_rx) = bounded::<Lsn>(1);
@@ -69,25 +84,33 @@ pub fn checkpoint(
         .map_err(|_| CheckpointError::JournalClosed)?;
     let durable = lsn_rx.recv().map_err(|_| CheckpointError::JournalClosed)?;
     let mut deltas: HashMap<String, NumberCounters> = HashMap::new();
-    let mut conversations = 0;
+    let store = pipeline.store();
+    let mut shard_error = None;
     for _ in 0..pipeline.shard_count() {
-        let part = reply_rx
-            .recv()
-            .map_err(|_| CheckpointError::Shard("a shard stopped".into()))?;
-        let part = part.map_err(CheckpointError::Shard)?;
-        conversations += part.conversations_written;
-        for (number, c) in part.counters {
-            deltas.entry(number).or_default().add(&c);
+        match reply_rx.recv() {
+            Ok(Ok(part)) => {
+                for (number, c) in part.counters {
+                    deltas.entry(number).or_default().add(&c);
+                }
+                // Appended after older unwritten versions, so newer ones win.
+                unwritten.conversations.extend(part.conversations);
+            }
+            Ok(Err(e)) => shard_error = Some(CheckpointError::Shard(e)),
+            Err(_) => shard_error = Some(CheckpointError::Shard("a shard stopped".into())),
         }
     }
-    let store = pipeline.store();
-    let customers = pipeline.directory().take_dirty();
-    for chunk in customers.chunks(4096) {
-        let mut w = Writes::default();
-        for c in chunk {
-            w.put(&keys::customer(&c.id), kind::CUSTOMER, 0, c)?;
-        }
-        store.apply(w)?;
+    unwritten
+        .customers
+        .extend(pipeline.directory().take_dirty());
+    if let Some(e) = shard_error {
+        return Err(e);
+    }
+    let (conversations, customers) = (unwritten.conversations.len(), unwritten.customers.len());
+    for conv in &unwritten.conversations {
+        store.put(&keys::conversation(conv.id), kind::CONVERSATION, 0, conv)?;
+    }
+    for c in &unwritten.customers {
+        store.put(&keys::customer(&c.id), kind::CUSTOMER, 0, c)?;
     }
     let position = durable + 1;
     let mut w = Writes::default();
@@ -97,22 +120,10 @@ pub fn checkpoint(
     w.put_raw(&keys::meta(CHECKPOINT_KEY), &position.to_be_bytes());
     store.apply(w)?;
     store.sync()?;
-    let (segments, bytes) = journal.remove_segments_before(position, retain_bytes);
-    if segments > 0 {
-        tracing::debug!(
-            segments,
-            bytes,
-            position,
-            "journal segments removed after checkpoint"
-        );
-    }
+    unwritten.conversations.clear();
+    unwritten.customers.clear();
     pipeline.update_gauges();
-    tracing::debug!(
-        position,
-        conversations,
-        customers = customers.len(),
-        "checkpoint written"
-    );
+    tracing::debug!(position, conversations, customers, "checkpoint written");
     metrics::gauge!(names::CHECKPOINT_LSN).set(position as f64);
     metrics::histogram!(names::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
     Ok(position)
@@ -121,7 +132,7 @@ pub fn checkpoint(
 /// Runs checkpoints on a timer, and prunes old dedupe marks now and then.
 pub struct Checkpointer {
     stop: Sender<()>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Unwritten>>,
 }
 
 impl Checkpointer {
@@ -129,21 +140,21 @@ impl Checkpointer {
         pipeline: Arc<Pipeline>,
         journal: Appender<IngestCtx>,
         interval: Duration,
-        retain_bytes: u64,
         dedupe_days: u32,
     ) -> std::io::Result<Checkpointer> {
         let (stop, stop_rx) = bounded::<()>(1);
         let thread = std::thread::Builder::new().name("checkpointer".into()).spawn(move || {
             let mut last = journal.last_durable_lsn();
+            let mut unwritten = Unwritten::default();
             let mut last_prune = Instant::now();
             loop {
                 match stop_rx.recv_timeout(interval) {
                     Err(RecvTimeoutError::Timeout) => {}
-                    _ => return,
+                    _ => return unwritten,
                 }
                 let durable = journal.last_durable_lsn();
                 if durable != last {
-                    match checkpoint(&pipeline, &journal, retain_bytes) {
+                    match checkpoint(&pipeline, &journal, &mut unwritten) {
                         Ok(_) => last = durable,
                         Err(e) => {
                             metrics::counter!(names::CHECKPOINT_ERRORS).increment(1);
@@ -168,12 +179,14 @@ impl Checkpointer {
         })
     }
 
-    /// Stop the timer thread (the caller runs the final checkpoint itself).
-    pub fn stop(mut self) {
+    /// Stop the timer thread; the caller runs the final checkpoint itself,
+    /// with what a failed checkpoint left unwritten.
+    pub fn stop(mut self) -> Unwritten {
         let _ = self.stop.send(());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::{Completion, Failure, Pipeline, PipelineError};
 use crate::event::{Event, Lsn};
-use crate::journal::{AppendError, Appender, Journal, JournalError, Record, Sink};
+use crate::journal::{AppendError, Appender, Journal, JournalError, Record, RecordLoc, Sink};
 use crate::telemetry::names;
 
 /// What a journal append carries besides the records.
@@ -35,12 +35,13 @@ impl Dispatcher {
 }
 
 impl Sink<IngestCtx> for Dispatcher {
-    fn durable(&mut self, first_lsn: Lsn, ctx: IngestCtx) {
+    fn durable(&mut self, first_lsn: Lsn, locs: &[RecordLoc], ctx: IngestCtx) {
         let items = ctx
             .events
             .into_iter()
+            .zip(locs)
             .enumerate()
-            .map(|(i, ev)| (first_lsn + i as u64, ev));
+            .map(|(i, (ev, loc))| (first_lsn + i as u64, *loc, ev));
         self.pipeline.dispatch(items, &ctx.done);
     }
 
@@ -153,13 +154,13 @@ pub fn replay(
     shard_queue: usize,
 ) -> Result<u64, PipelineError> {
     let chunk_size = REPLAY_CHUNK.min(shard_queue.max(1));
-    let mut chunk: Vec<(Lsn, Event)> = Vec::with_capacity(chunk_size);
+    let mut chunk: Vec<(Lsn, RecordLoc, Event)> = Vec::with_capacity(chunk_size);
     let mut applied = 0u64;
-    let flush = |chunk: &mut Vec<(Lsn, Event)>| -> Result<(), PipelineError> {
+    let flush = |chunk: &mut Vec<(Lsn, RecordLoc, Event)>| -> Result<(), PipelineError> {
         if chunk.is_empty() {
             return Ok(());
         }
-        let counts = pipeline.shard_counts(chunk.iter().map(|(_, e)| e));
+        let counts = pipeline.shard_counts(chunk.iter().map(|(_, _, e)| e));
         // The previous chunk is fully applied, so a chunk no larger than a
         // shard queue always fits.
         if !pipeline.reserve(&counts) {
@@ -178,13 +179,13 @@ pub fn replay(
     journal
         .replay(
             from,
-            |lsn, kind, version, payload| -> Result<(), PipelineError> {
+            |lsn, loc, kind, version, payload| -> Result<(), PipelineError> {
                 let ev = Event::decode(kind, version, payload).map_err(|e| {
                     PipelineError::Apply(format!(
                         "journal record {lsn} passed its checksum but cannot be decoded: {e}"
                     ))
                 })?;
-                chunk.push((lsn, ev));
+                chunk.push((lsn, loc, ev));
                 applied += 1;
                 if chunk.len() >= chunk_size {
                     flush(&mut chunk)?;

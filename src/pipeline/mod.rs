@@ -26,6 +26,7 @@ use parking_lot::{Mutex, RwLockReadGuard};
 use tokio::sync::oneshot;
 
 use crate::event::{Event, Lsn};
+use crate::journal::{JournalReader, RecordLoc};
 use crate::store::Store;
 use directory::Directory;
 use numbers::Numbers;
@@ -121,6 +122,7 @@ pub fn route_hash(number_id: &str, customer_id: &str) -> u32 {
 pub struct Pipeline {
     shared: Arc<Shared>,
     shards: Arc<[Shard]>,
+    reader: JournalReader,
 }
 
 impl Pipeline {
@@ -129,6 +131,7 @@ impl Pipeline {
     pub fn start(
         store: Arc<Store>,
         numbers: Arc<Numbers>,
+        reader: JournalReader,
         cfg: &PipelineConfig,
     ) -> Result<Pipeline, PipelineError> {
         let n = cfg.shards.max(1);
@@ -161,9 +164,15 @@ impl Pipeline {
         let p = Pipeline {
             shared,
             shards: shards.into(),
+            reader,
         };
         p.update_gauges();
         Ok(p)
+    }
+
+    /// Reads archived records (messages, statuses, events) from the journal.
+    pub fn journal_reader(&self) -> &JournalReader {
+        &self.reader
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -248,12 +257,16 @@ impl Pipeline {
 
     /// Hand durable events to their shards, in LSN order. Room must have
     /// been reserved; `done` must expect one part per shard touched.
-    pub fn dispatch(&self, items: impl IntoIterator<Item = (Lsn, Event)>, done: &Arc<Completion>) {
-        let mut groups: Vec<Vec<(Lsn, Event)>> =
+    pub fn dispatch(
+        &self,
+        items: impl IntoIterator<Item = (Lsn, RecordLoc, Event)>,
+        done: &Arc<Completion>,
+    ) {
+        let mut groups: Vec<Vec<(Lsn, RecordLoc, Event)>> =
             (0..self.shards.len()).map(|_| Vec::new()).collect();
-        for (lsn, ev) in items {
+        for (lsn, loc, ev) in items {
             let shard = self.shard_of(ev.route());
-            groups[shard].push((lsn, ev));
+            groups[shard].push((lsn, loc, ev));
         }
         for (shard, items) in groups.into_iter().enumerate() {
             if items.is_empty() {

@@ -6,11 +6,13 @@
 //!   dispatches), and one conversation's events always reach the same shard.
 //! - The queue never blocks a producer: capacity is reserved before an event
 //!   is journaled (`try_reserve`), released when the worker has applied it.
-//! - A waiter is completed only after its events' sled batch was applied and
-//!   the in-memory state updated, so a read after the acknowledgement sees it.
-//! - Applying is idempotent: dedupe keys carry the LSN that wrote them; the
-//!   same LSN again (replay) re-derives state without writing twice, another
-//!   LSN with the same key is a duplicate delivery and changes nothing.
+//! - A waiter is completed only after its events are in the in-memory state
+//!   and their index entries in sled, so a read after the acknowledgement
+//!   sees them (the records themselves are already in the journal).
+//! - Applying is idempotent: dedupe keys are written insert-if-absent and
+//!   carry the LSN that wrote them; the same LSN again (replay) re-derives
+//!   state without writing twice, another LSN with the same key is a
+//!   duplicate delivery and changes nothing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,8 +30,9 @@ use crate::event::{
     AccountEvent, ContentHash, Direction, Event, InvalidEvent, Lsn, MessageEvent, PreferenceEvent,
     StatusEvent, UnroutedEvent,
 };
-use crate::store::records::{kind, DedupeMark, NumberCounters, StoredMessage};
-use crate::store::{keys, Store, StoreError, Writes};
+use crate::journal::RecordLoc;
+use crate::store::records::{kind, DedupeMark, Loc, MessageIndex, NumberCounters};
+use crate::store::{keys, Inserted, Store, StoreError};
 use crate::telemetry::{self, names};
 
 /// Most events a worker folds into one sled batch.
@@ -37,7 +40,7 @@ const MAX_BATCH_EVENTS: usize = 4096;
 
 pub(crate) enum ShardMsg {
     Apply {
-        items: Vec<(Lsn, Event)>,
+        items: Vec<(Lsn, RecordLoc, Event)>,
         done: Arc<Completion>,
     },
     /// Persist dirty conversation state; reply with this shard's counters.
@@ -56,9 +59,10 @@ impl ShardMsg {
     }
 }
 
+/// A shard's state at a checkpoint marker: what changed, and its counters.
 pub(crate) struct ShardCheckpoint {
     pub counters: std::collections::HashMap<String, NumberCounters>,
-    pub conversations_written: usize,
+    pub conversations: Vec<crate::store::records::ConversationRecord>,
 }
 
 /// What the rest of the process holds of a shard.
@@ -154,14 +158,6 @@ struct Worker {
     shared: Arc<Shared>,
 }
 
-/// Work gathered for one sled batch.
-#[derive(Default)]
-struct Pending {
-    writes: Writes,
-    done: Vec<(Arc<Completion>, Option<String>)>,
-    events: usize,
-}
-
 impl Worker {
     fn run(self) {
         let shard_label = self.index.to_string();
@@ -191,36 +187,32 @@ impl Worker {
     /// Apply a run of messages; true when a stop marker was among them.
     fn process(&self, msgs: &mut Vec<ShardMsg>) -> bool {
         let started = Instant::now();
-        let mut pending = Pending::default();
+        let mut applied = 0;
         let mut stop = false;
-        let mut state = self.state.write();
         for msg in msgs.drain(..) {
             match msg {
                 ShardMsg::Apply { items, done } => {
                     let n = items.len();
                     let mut error = None;
-                    for (lsn, ev) in items {
-                        if let Err(e) =
-                            apply_event(&self.shared, &mut state, &mut pending.writes, lsn, ev)
-                        {
+                    let mut state = self.state.write();
+                    for (lsn, loc, ev) in items {
+                        if let Err(e) = apply_event(&self.shared, &mut state, lsn, loc, ev) {
+                            metrics::counter!(names::APPLY_ERRORS).increment(1);
                             tracing::error!(shard = self.index, lsn, error = %e, "applying an event failed");
                             error = Some(e.to_string());
                         }
                     }
-                    pending.events += n;
-                    pending.done.push((done, error));
+                    drop(state);
+                    done.part_done(error);
+                    self.reserved.fetch_sub(n, Ordering::AcqRel);
+                    applied += n;
                 }
                 ShardMsg::Checkpoint { reply } => {
-                    // Everything before the marker goes to sled first.
-                    self.commit(std::mem::take(&mut pending));
-                    let _ = reply.send(self.checkpoint(&mut state));
+                    let _ = reply.send(self.checkpoint(&mut self.state.write()));
                 }
                 ShardMsg::Stop => stop = true,
             }
         }
-        drop(state);
-        let applied = pending.events;
-        self.commit(pending);
         if applied > 0 {
             metrics::histogram!(names::SHARD_BATCH_EVENTS).record(applied as f64);
             metrics::histogram!(names::SHARD_APPLY_SECONDS).record(started.elapsed().as_secs_f64());
@@ -228,52 +220,30 @@ impl Worker {
         stop
     }
 
-    fn commit(&self, pending: Pending) {
-        let result = self.shared.store.apply(pending.writes);
-        if let Err(e) = &result {
-            metrics::counter!(names::APPLY_ERRORS).increment(1);
-            tracing::error!(shard = self.index, error = %e, "writing a batch to the store failed");
-        }
-        for (done, error) in pending.done {
-            let error = match &result {
-                Err(e) => Some(e.to_string()),
-                Ok(()) => error,
-            };
-            done.part_done(error);
-        }
-        self.reserved.fetch_sub(pending.events, Ordering::AcqRel);
-    }
-
+    /// Snapshot only: the checkpointer writes it, so the shard goes on
+    /// applying at once.
     fn checkpoint(&self, state: &mut ShardState) -> Result<ShardCheckpoint, String> {
-        let dirty = state.take_dirty();
-        let mut writes = Writes::default();
-        for conv in &dirty {
-            writes
-                .put(&keys::conversation(conv.id), kind::CONVERSATION, 0, conv)
-                .map_err(|e| e.to_string())?;
-        }
-        self.shared.store.apply(writes).map_err(|e| e.to_string())?;
         Ok(ShardCheckpoint {
             counters: state.counters.clone(),
-            conversations_written: dirty.len(),
+            conversations: state.take_dirty(),
         })
     }
 }
 
-/// Whether a dedupe key was seen before under another LSN (a duplicate
-/// delivery), under this very LSN (replay of the same record), or never.
+/// Whether a dedupe key was new, written by this very LSN before (replay of
+/// the same record), or by another LSN (a duplicate delivery).
 enum Seen {
     New,
     Replay,
     Duplicate,
 }
 
-fn seen(store: &Store, w: &Writes, key: &[u8], lsn: Lsn) -> Result<Seen, StoreError> {
-    Ok(match w.lsn_of(store, key)? {
-        None => Seen::New,
-        Some(prior) if prior == lsn => Seen::Replay,
-        Some(_) => Seen::Duplicate,
-    })
+fn seen(inserted: Inserted, lsn: Lsn) -> Seen {
+    match inserted {
+        Inserted::New => Seen::New,
+        Inserted::Existing(prior) if prior == lsn => Seen::Replay,
+        Inserted::Existing(_) => Seen::Duplicate,
+    }
 }
 
 fn duplicate(kind: &'static str) {
@@ -283,29 +253,37 @@ fn duplicate(kind: &'static str) {
 pub(crate) fn apply_event(
     sh: &Shared,
     state: &mut ShardState,
-    w: &mut Writes,
     lsn: Lsn,
+    loc: RecordLoc,
     ev: Event,
 ) -> Result<(), StoreError> {
     match ev {
-        Event::Message(m) => apply_message(sh, state, w, lsn, m),
-        Event::Status(s) => apply_status(sh, state, w, lsn, s),
-        Event::Account(a) => apply_account(sh, w, lsn, a),
-        Event::Preference(p) => apply_preference(sh, w, lsn, p),
-        Event::Unrouted(u) => apply_unrouted(sh, w, lsn, u),
-        Event::Invalid(i) => apply_invalid(sh, w, lsn, i),
+        Event::Message(m) => apply_message(sh, state, lsn, loc, m),
+        Event::Status(s) => apply_status(sh, state, lsn, loc, s),
+        Event::Account(a) => apply_account(sh, lsn, loc, a),
+        Event::Preference(p) => apply_preference(sh, lsn, loc, p),
+        Event::Unrouted(u) => apply_unrouted(sh, lsn, loc, u),
+        Event::Invalid(i) => apply_invalid(sh, lsn, loc, i),
     }
 }
 
 fn apply_message(
     sh: &Shared,
     state: &mut ShardState,
-    w: &mut Writes,
     lsn: Lsn,
+    loc: RecordLoc,
     m: MessageEvent,
 ) -> Result<(), StoreError> {
     let key = keys::message(&m.wamid);
-    let seen = seen(&sh.store, w, &key, lsn)?;
+    // The conversation a new message would be filed under; the dedupe check
+    // and the archive entry are one insert-if-absent.
+    let conv = state.conversation_for(lsn, &m);
+    let index = MessageIndex {
+        conv_id: conv,
+        timestamp: m.timestamp,
+        loc: loc.into(),
+    };
+    let seen = seen(sh.store.insert_new(&key, kind::MESSAGE, lsn, &index)?, lsn);
     if matches!(seen, Seen::Duplicate) {
         duplicate("message");
         return Ok(());
@@ -315,7 +293,7 @@ fn apply_message(
     if let Some(change) = &m.system {
         sh.directory.apply_system(&m.customer.home, change);
     }
-    let conv = state.file_message(lsn, &m);
+    state.file_message(conv, lsn, &m);
     let counters = state.counters_mut(&m.number_id);
     match m.direction {
         Direction::In => {
@@ -327,49 +305,34 @@ fn apply_message(
     metrics::counter!(names::MESSAGES, "type" => telemetry::message_type_label(&m.kind), "direction" => m.direction.as_str())
         .increment(1);
     // The timeline key is deterministic, so writing it again on replay is harmless.
-    w.put_raw(
-        &keys::conv_message(conv, m.timestamp, lsn),
-        m.wamid.as_bytes(),
-    );
-    if matches!(seen, Seen::New) {
-        w.put_dedupe(
-            &key,
-            kind::MESSAGE,
-            lsn,
-            &StoredMessage {
-                conv_id: conv,
-                event: m,
-            },
-        )?;
-    }
-    Ok(())
+    sh.store.put_timeline(conv, m.timestamp, lsn, loc)
 }
 
 fn apply_status(
     sh: &Shared,
     state: &mut ShardState,
-    w: &mut Writes,
     lsn: Lsn,
+    loc: RecordLoc,
     s: StatusEvent,
 ) -> Result<(), StoreError> {
     let key = keys::status(&s.wamid, &s.status);
-    let seen = seen(&sh.store, w, &key, lsn)?;
-    if matches!(seen, Seen::Duplicate) {
+    let loc: Loc = loc.into();
+    if matches!(
+        seen(sh.store.insert_new(&key, kind::STATUS, lsn, &loc)?, lsn),
+        Seen::Duplicate
+    ) {
         duplicate("status");
         return Ok(());
     }
     // Counters since start exclude the persisted base, so a replayed status counts too.
     state.counters_mut(&s.number_id).statuses += 1;
     metrics::counter!(names::STATUSES, "status" => telemetry::status_label(&s.status)).increment(1);
-    if matches!(seen, Seen::New) {
-        w.put_dedupe(&key, kind::STATUS, lsn, &s)?;
-    }
     Ok(())
 }
 
 /// Events without an id of their own: deduplicated by content hash and
-/// stored under their LSN.
-trait Hashed: crate::codec::Encode {
+/// listed by LSN.
+trait Hashed {
     const KIND: u16;
     const LABEL: &'static str;
     fn dedupe(&self) -> &ContentHash;
@@ -396,34 +359,33 @@ hashed!(PreferenceEvent, kind::PREFERENCE, "preference");
 hashed!(UnroutedEvent, kind::UNROUTED, "unrouted");
 hashed!(InvalidEvent, kind::INVALID, "invalid");
 
-/// Dedupe by content hash, then store the event under its LSN.
+/// Dedupe by content hash, then list the event under its LSN.
 fn store_hashed<T: Hashed>(
     sh: &Shared,
-    w: &mut Writes,
     lsn: Lsn,
+    loc: RecordLoc,
     ev: &T,
 ) -> Result<Seen, StoreError> {
-    let key = keys::dedupe(ev.dedupe());
-    let seen = seen(&sh.store, w, &key, lsn)?;
+    let mark = DedupeMark {
+        received_at_ms: ev.received_at_ms(),
+    };
+    let seen = seen(
+        sh.store
+            .insert_new(&keys::dedupe(ev.dedupe()), kind::DEDUPE, lsn, &mark)?,
+        lsn,
+    );
     match seen {
         Seen::Duplicate => duplicate(T::LABEL),
         Seen::Replay | Seen::New => {
-            w.put_dedupe(
-                &key,
-                kind::DEDUPE,
-                lsn,
-                &DedupeMark {
-                    received_at_ms: ev.received_at_ms(),
-                },
-            )?;
-            w.put(&keys::event(lsn), T::KIND, lsn, ev)?;
+            sh.store
+                .put(&keys::event(lsn), T::KIND, lsn, &Loc::from(loc))?
         }
     }
     Ok(seen)
 }
 
-fn apply_account(sh: &Shared, w: &mut Writes, lsn: Lsn, a: AccountEvent) -> Result<(), StoreError> {
-    let seen = store_hashed(sh, w, lsn, &a)?;
+fn apply_account(sh: &Shared, lsn: Lsn, loc: RecordLoc, a: AccountEvent) -> Result<(), StoreError> {
+    let seen = store_hashed(sh, lsn, loc, &a)?;
     if matches!(seen, Seen::Duplicate) {
         return Ok(());
     }
@@ -447,11 +409,11 @@ fn apply_account(sh: &Shared, w: &mut Writes, lsn: Lsn, a: AccountEvent) -> Resu
 
 fn apply_preference(
     sh: &Shared,
-    w: &mut Writes,
     lsn: Lsn,
+    loc: RecordLoc,
     p: PreferenceEvent,
 ) -> Result<(), StoreError> {
-    let seen = store_hashed(sh, w, lsn, &p)?;
+    let seen = store_hashed(sh, lsn, loc, &p)?;
     if matches!(seen, Seen::Duplicate) {
         return Ok(());
     }
@@ -466,18 +428,18 @@ fn apply_preference(
 
 fn apply_unrouted(
     sh: &Shared,
-    w: &mut Writes,
     lsn: Lsn,
+    loc: RecordLoc,
     u: UnroutedEvent,
 ) -> Result<(), StoreError> {
-    if matches!(store_hashed(sh, w, lsn, &u)?, Seen::New) {
+    if matches!(store_hashed(sh, lsn, loc, &u)?, Seen::New) {
         metrics::counter!(names::UNROUTED).increment(1);
     }
     Ok(())
 }
 
-fn apply_invalid(sh: &Shared, w: &mut Writes, lsn: Lsn, i: InvalidEvent) -> Result<(), StoreError> {
-    if matches!(store_hashed(sh, w, lsn, &i)?, Seen::New) {
+fn apply_invalid(sh: &Shared, lsn: Lsn, loc: RecordLoc, i: InvalidEvent) -> Result<(), StoreError> {
+    if matches!(store_hashed(sh, lsn, loc, &i)?, Seen::New) {
         metrics::counter!(names::INVALID_ITEMS, "reason" => telemetry::invalid_reason_label(&i.reason)).increment(1);
     }
     Ok(())

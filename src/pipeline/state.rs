@@ -90,48 +90,46 @@ impl ShardState {
         self.counters.get_mut(number_id).expect("inserted above")
     }
 
-    /// File a message (whose customer `home` is set) in the open conversation
-    /// of its number and customer, opening one if there is none. Returns the
-    /// conversation id.
-    pub fn file_message(&mut self, lsn: Lsn, ev: &MessageEvent) -> u64 {
-        let home = ev.customer.home.as_str();
-        let existing = self
-            .open
+    /// The conversation a message (whose customer `home` is set) belongs in:
+    /// the open one of its number and customer, or a new one whose id would
+    /// be `lsn`. Changes nothing.
+    pub fn conversation_for(&self, lsn: Lsn, ev: &MessageEvent) -> u64 {
+        self.open
             .get(ev.number_id.as_str())
-            .and_then(|m| m.get(home))
-            .copied();
-        let id = match existing {
-            Some(id) => id,
-            None => {
-                let rec = ConversationRecord {
-                    id: lsn,
-                    number_id: ev.number_id.clone(),
-                    customer_id: home.to_string(),
-                    route: ev.route,
-                    status: ConversationStatus::Unassigned,
-                    assignee: None,
-                    opened_at: ev.timestamp,
-                    last_message_at: ev.timestamp,
-                    last_inbound_at: None,
-                    window_expires_at: None,
-                    unread: 0,
-                    messages: 0,
-                    last_lsn: 0,
-                };
-                self.open
-                    .entry(ev.number_id.clone())
-                    .or_default()
-                    .insert(home.to_string(), lsn);
-                self.activity.insert((rec.last_message_at, lsn));
-                self.convs.insert(lsn, rec);
-                self.counters_mut(&ev.number_id).conversations_opened += 1;
-                lsn
-            }
-        };
-        let conv = self
-            .convs
-            .get_mut(&id)
-            .expect("open index points at a conversation");
+            .and_then(|m| m.get(ev.customer.home.as_str()))
+            .copied()
+            .unwrap_or(lsn)
+    }
+
+    /// File a message in conversation `id` (from [`Self::conversation_for`]),
+    /// opening it if it does not exist yet.
+    pub fn file_message(&mut self, id: u64, lsn: Lsn, ev: &MessageEvent) {
+        let home = ev.customer.home.as_str();
+        if !self.convs.contains_key(&id) {
+            let rec = ConversationRecord {
+                id,
+                number_id: ev.number_id.clone(),
+                customer_id: home.to_string(),
+                route: ev.route,
+                status: ConversationStatus::Unassigned,
+                assignee: None,
+                opened_at: ev.timestamp,
+                last_message_at: ev.timestamp,
+                last_inbound_at: None,
+                window_expires_at: None,
+                unread: 0,
+                messages: 0,
+                last_lsn: 0,
+            };
+            self.open
+                .entry(ev.number_id.clone())
+                .or_default()
+                .insert(home.to_string(), id);
+            self.activity.insert((rec.last_message_at, id));
+            self.convs.insert(id, rec);
+            self.counters_mut(&ev.number_id).conversations_opened += 1;
+        }
+        let conv = self.convs.get_mut(&id).expect("inserted above");
         if lsn > conv.last_lsn {
             let before = (conv.last_message_at, id);
             conv.last_message_at = conv.last_message_at.max(ev.timestamp);
@@ -156,7 +154,6 @@ impl ShardState {
             }
             self.dirty.insert(id);
         }
-        id
     }
 
     /// Up to `limit` conversations matching `filter`, newest activity first,
@@ -195,6 +192,12 @@ mod tests {
     use super::*;
     use crate::event::CustomerRef;
 
+    fn file(s: &mut ShardState, lsn: Lsn, m: &MessageEvent) -> u64 {
+        let conv = s.conversation_for(lsn, m);
+        s.file_message(conv, lsn, m);
+        conv
+    }
+
     fn msg(number: &str, customer: &str, ts: i64, direction: Direction) -> MessageEvent {
         MessageEvent {
             number_id: number.into(),
@@ -223,9 +226,9 @@ mod tests {
     #[test]
     fn one_open_conversation_per_number_and_customer_with_window_from_payload_time() {
         let mut s = ShardState::default();
-        let a = s.file_message(10, &msg("n1", "c1", 1000, Direction::In));
-        let b = s.file_message(11, &msg("n1", "c1", 1500, Direction::In));
-        let c = s.file_message(12, &msg("n2", "c1", 1200, Direction::In));
+        let a = file(&mut s, 10, &msg("n1", "c1", 1000, Direction::In));
+        let b = file(&mut s, 11, &msg("n1", "c1", 1500, Direction::In));
+        let c = file(&mut s, 12, &msg("n2", "c1", 1200, Direction::In));
         assert_eq!(a, 10);
         assert_eq!(b, 10);
         assert_eq!(c, 12);
@@ -241,9 +244,9 @@ mod tests {
     #[test]
     fn out_of_order_and_outbound_messages_do_not_move_the_window_back() {
         let mut s = ShardState::default();
-        s.file_message(1, &msg("n", "c", 2000, Direction::In));
-        s.file_message(2, &msg("n", "c", 1000, Direction::In));
-        s.file_message(3, &msg("n", "c", 3000, Direction::Out));
+        file(&mut s, 1, &msg("n", "c", 2000, Direction::In));
+        file(&mut s, 2, &msg("n", "c", 1000, Direction::In));
+        file(&mut s, 3, &msg("n", "c", 3000, Direction::Out));
         let conv = s.get(1).unwrap();
         assert_eq!(conv.window_expires_at, Some(2000 + SERVICE_WINDOW_SECS));
         assert_eq!(conv.last_inbound_at, Some(2000));
@@ -255,13 +258,13 @@ mod tests {
     fn replayed_events_are_not_applied_twice() {
         let mut s = ShardState::default();
         let m = msg("n", "c", 100, Direction::In);
-        s.file_message(5, &m);
+        file(&mut s, 5, &m);
         let snapshot = s.take_dirty();
         let mut restored = ShardState::default();
         for rec in snapshot {
             restored.insert_loaded(rec);
         }
-        assert_eq!(restored.file_message(5, &m), 5);
+        assert_eq!(file(&mut restored, 5, &m), 5);
         assert_eq!(restored.get(5).unwrap().messages, 1);
         assert!(restored.take_dirty().is_empty());
     }
@@ -270,7 +273,8 @@ mod tests {
     fn pages_are_newest_first_and_stable_by_cursor() {
         let mut s = ShardState::default();
         for i in 0..10 {
-            s.file_message(
+            file(
+                &mut s,
                 i + 1,
                 &msg(
                     if i % 2 == 0 { "even" } else { "odd" },

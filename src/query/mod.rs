@@ -10,7 +10,10 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::event::{Direction, ErrorInfo, Event, MessageEvent, Pricing, Referral, StatusEvent};
+use crate::event::{
+    Direction, ErrorInfo, Event, Lsn, MessageEvent, Pricing, Referral, StatusEvent,
+};
+use crate::journal::RecordLoc;
 use crate::pipeline::directory::CustomerSummary;
 use crate::pipeline::state::ConversationFilter;
 use crate::pipeline::Pipeline;
@@ -31,6 +34,10 @@ pub enum QueryError {
     },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+    #[error("archived record: {0}")]
+    Record(String),
 }
 
 /// RFC 3339 UTC from Unix seconds.
@@ -447,11 +454,45 @@ impl<'a> Queries<'a> {
         Ok(self.conversation_view(&self.find_conversation(id)?))
     }
 
+    /// An archived event, read back from the journal.
+    fn load(&self, loc: RecordLoc) -> Result<Event, QueryError> {
+        let r = self.pipeline.journal_reader().read(loc)?;
+        Event::decode(r.kind, r.version, &r.payload).map_err(|e| QueryError::Record(e.to_string()))
+    }
+
+    fn load_message(&self, loc: RecordLoc) -> Result<MessageEvent, QueryError> {
+        match self.load(loc)? {
+            Event::Message(m) => Ok(m),
+            other => Err(QueryError::Record(format!(
+                "expected a message, found record kind {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Every status of `wamid` (lsn, status), in the order the platform timestamped them.
+    fn load_statuses(&self, wamid: &str) -> Result<Vec<(Lsn, StatusEvent)>, QueryError> {
+        let mut out = Vec::new();
+        for (lsn, loc) in self.pipeline.store().statuses(wamid)? {
+            match self.load(loc)? {
+                Event::Status(s) => out.push((lsn, s)),
+                other => {
+                    return Err(QueryError::Record(format!(
+                        "expected a status, found record kind {}",
+                        other.kind()
+                    )))
+                }
+            }
+        }
+        out.sort_by_key(|(lsn, s)| (s.timestamp, status_rank(&s.status).unwrap_or(0), *lsn));
+        Ok(out)
+    }
+
     fn message_view(&self, conv_id: u64, m: &MessageEvent) -> Result<MessageView, QueryError> {
         let status = match m.direction {
             Direction::In => Some("received".to_string()),
             Direction::Out => {
-                let statuses = self.pipeline.store().statuses(&m.wamid)?;
+                let statuses = self.load_statuses(&m.wamid)?;
                 monotonic_status(statuses.iter().map(|(_, s)| s.status.as_str())).map(Into::into)
             }
         };
@@ -496,10 +537,8 @@ impl<'a> Queries<'a> {
         let more = entries.len() > limit;
         entries.truncate(limit);
         let mut items = Vec::with_capacity(entries.len());
-        for (_, _, wamid) in &entries {
-            if let Some((_, stored)) = store.message(wamid)? {
-                items.push(self.message_view(stored.conv_id, &stored.event)?);
-            }
+        for (_, _, loc) in &entries {
+            items.push(self.message_view(conv.id, &self.load_message(*loc)?)?);
         }
         let next_cursor = if more {
             entries.last().map(|(ts, lsn, _)| cursor(*ts, *lsn))
@@ -511,20 +550,21 @@ impl<'a> Queries<'a> {
 
     /// A message by wamid with its status history.
     pub fn message(&self, wamid: &str) -> Result<MessageDetail, QueryError> {
-        let store = self.pipeline.store();
-        let message = store.message(wamid)?;
-        let mut statuses = store.statuses(wamid)?;
+        let message = match self.pipeline.store().message(wamid)? {
+            Some((_, index)) => Some((index.conv_id, self.load_message(index.loc.into())?)),
+            None => None,
+        };
+        let statuses = self.load_statuses(wamid)?;
         if message.is_none() && statuses.is_empty() {
             return Err(QueryError::NotFound("message"));
         }
-        statuses.sort_by_key(|(lsn, s)| (s.timestamp, status_rank(&s.status).unwrap_or(0), *lsn));
         let status = match &message {
-            Some((_, m)) if m.event.direction == Direction::In => Some("received".to_string()),
+            Some((_, m)) if m.direction == Direction::In => Some("received".to_string()),
             _ => monotonic_status(statuses.iter().map(|(_, s)| s.status.as_str())).map(Into::into),
         };
         Ok(MessageDetail {
             message: message
-                .map(|(_, m)| self.message_view(m.conv_id, &m.event))
+                .map(|(conv, m)| self.message_view(conv, &m))
                 .transpose()?,
             wamid: wamid.to_string(),
             status,
@@ -617,14 +657,16 @@ impl<'a> Queries<'a> {
         let more = events.len() > limit;
         events.truncate(limit);
         let next_cursor = if more {
-            events.last().map(|(lsn, _)| lsn.to_string())
+            events.last().map(|(lsn, _, _)| lsn.to_string())
         } else {
             None
         };
-        let items = events
-            .into_iter()
-            .filter_map(|(lsn, ev)| webhook_event_view(lsn, ev))
-            .collect();
+        let mut items = Vec::with_capacity(events.len());
+        for (lsn, _, loc) in events {
+            if let Some(view) = webhook_event_view(lsn, self.load(loc)?) {
+                items.push(view);
+            }
+        }
         Ok(Page { items, next_cursor })
     }
 }

@@ -4,10 +4,10 @@
 //!
 //! | prefix | key                                   | value                         |
 //! |--------|---------------------------------------|-------------------------------|
-//! | `m`    | wamid                                 | `StoredMessage` (archive + inbound dedupe) |
-//! | `x`    | conv id u64, timestamp i64*, lsn u64  | wamid (conversation timeline) |
-//! | `s`    | wamid len u16, wamid, status          | `StatusEvent` (status dedupe) |
-//! | `e`    | lsn u64                               | account/preference/unrouted/invalid event |
+//! | `m`    | wamid                                 | `MessageIndex` (archive entry + inbound dedupe) |
+//! | `x`    | conv id u64, timestamp i64*, lsn u64  | journal location (conversation timeline) |
+//! | `s`    | wamid len u16, wamid, status          | `Loc` of the status (status dedupe) |
+//! | `e`    | lsn u64                               | `Loc` of an account/preference/unrouted/invalid event |
 //! | `d`    | 16-byte content hash                  | `DedupeMark` (account-level dedupe) |
 //! | `C`    | conv id u64                           | `ConversationRecord` (checkpoint) |
 //! | `U`    | customer id                           | `CustomerRecord` (checkpoint) |

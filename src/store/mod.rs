@@ -1,5 +1,9 @@
 //! The indexed state: one sled tree with prefixed keys (see [`keys`]) and
-//! rkyv values (see [`records`]).
+//! small rkyv values (see [`records`]).
+//!
+//! The journal is the archive: every event's record stays in its segment,
+//! and sled holds only what finds it (by wamid, by conversation and time,
+//! by LSN), the dedupe marks, and the state persisted at checkpoints.
 //!
 //! Invariants:
 //! - sled is an index, not the acknowledgement boundary: everything in it can
@@ -9,23 +13,29 @@
 //! - Every value read back is validated (copied to an aligned buffer first);
 //!   a value that fails validation is reported as [`StoreError::Corrupt`],
 //!   never trusted and never a panic.
-//! - Dedupe keys (`m`, `s`, `d`) carry the LSN of the record that wrote them
-//!   in the value header: replay of that same record is recognised as such.
+//! - Dedupe keys (`m`, `s`, `d`) are written with an atomic insert-if-absent
+//!   and carry the LSN of the record that wrote them in the value header:
+//!   replay of that same record is recognised as such, another LSN is a
+//!   duplicate delivery.
+//! - Shards write single keys, not sled batches: a sled batch takes a global
+//!   lock and writes a manifest, and apply is idempotent anyway. The one
+//!   write that must be atomic (checkpoint counters with their replay
+//!   position) uses [`Writes`].
 //! - Calls are synchronous: shard threads and the checkpointer call them;
 //!   the async API only does short point reads and bounded scans.
 
 pub mod keys;
 pub mod records;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::codec::{self, CodecError, Decode, Encode, StoredHeader};
-use crate::event::{
-    AccountEvent, Event, InvalidEvent, Lsn, PreferenceEvent, StatusEvent, UnroutedEvent,
+use crate::event::Lsn;
+use crate::journal::RecordLoc;
+use records::{
+    kind, ConversationRecord, CustomerRecord, DedupeMark, Loc, MessageIndex, NumberRecord,
 };
-use records::{kind, ConversationRecord, CustomerRecord, DedupeMark, NumberRecord, StoredMessage};
 
 /// Version of the key schema and record set; stored under `z/format`.
 pub const FORMAT_VERSION: u32 = 1;
@@ -58,6 +68,46 @@ fn corrupt(key: &[u8]) -> impl FnOnce(CodecError) -> StoreError + '_ {
         key: key_for_humans(key),
         source,
     }
+}
+
+fn encode<T: Encode>(kind: u16, lsn: Lsn, value: &T) -> Result<rkyv::util::AlignedVec> {
+    codec::encode_stored(
+        StoredHeader {
+            kind,
+            version: 1,
+            lsn,
+        },
+        value,
+    )
+    .map_err(StoreError::Encode)
+}
+
+/// Raw 16-byte location value of a timeline key.
+fn loc_bytes(loc: RecordLoc) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&loc.segment.to_be_bytes());
+    b[8..].copy_from_slice(&loc.offset.to_be_bytes());
+    b
+}
+
+fn parse_loc_bytes(key: &[u8], v: &[u8]) -> Result<RecordLoc> {
+    let b: [u8; 16] = v.try_into().map_err(|_| StoreError::Corrupt {
+        key: key_for_humans(key),
+        source: CodecError::Invalid("expected a 16-byte location".into()),
+    })?;
+    Ok(RecordLoc {
+        segment: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+        offset: u64::from_be_bytes(b[8..].try_into().expect("8 bytes")),
+    })
+}
+
+/// Outcome of an insert-if-absent on a dedupe key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// The key was new and is now written.
+    New,
+    /// The key existed, written by the record with this LSN.
+    Existing(Lsn),
 }
 
 pub struct Store {
@@ -127,15 +177,45 @@ impl Store {
         &self.dir
     }
 
-    /// LSN recorded in the header of the value under `key`, if any.
-    pub fn lsn_of(&self, key: &[u8]) -> Result<Option<Lsn>> {
-        match self.tree.get(key)? {
-            None => Ok(None),
-            Some(v) => Ok(Some(codec::stored_header_of(&v).map_err(corrupt(key))?.lsn)),
+    /// Write `value` under `key` unless the key exists (atomically). Reports
+    /// the LSN of whoever wrote an existing key.
+    pub fn insert_new<T: Encode>(
+        &self,
+        key: &[u8],
+        kind: u16,
+        lsn: Lsn,
+        value: &T,
+    ) -> Result<Inserted> {
+        let bytes = encode(kind, lsn, value)?;
+        match self
+            .tree
+            .compare_and_swap(key, None::<&[u8]>, Some(bytes.as_slice()))?
+        {
+            Ok(()) => Ok(Inserted::New),
+            Err(e) => {
+                let current = e.current.unwrap_or_default();
+                Ok(Inserted::Existing(
+                    codec::stored_header_of(&current).map_err(corrupt(key))?.lsn,
+                ))
+            }
         }
     }
 
-    /// Apply a batch of writes atomically.
+    /// Write (or overwrite) a value.
+    pub fn put<T: Encode>(&self, key: &[u8], kind: u16, lsn: Lsn, value: &T) -> Result<()> {
+        self.tree
+            .insert(key, encode(kind, lsn, value)?.as_slice())?;
+        Ok(())
+    }
+
+    /// Write a conversation-timeline entry.
+    pub fn put_timeline(&self, conv: u64, timestamp: i64, lsn: Lsn, loc: RecordLoc) -> Result<()> {
+        self.tree
+            .insert(keys::conv_message(conv, timestamp, lsn), &loc_bytes(loc))?;
+        Ok(())
+    }
+
+    /// Apply a batch atomically (checkpoint state with its replay position).
     pub fn apply(&self, writes: Writes) -> Result<()> {
         if writes.count > 0 {
             self.tree.apply_batch(writes.batch)?;
@@ -152,33 +232,31 @@ impl Store {
         Ok(Some((header.lsn, value)))
     }
 
-    /// An archived message and the LSN that wrote it.
-    pub fn message(&self, wamid: &str) -> Result<Option<(Lsn, StoredMessage)>> {
+    /// The archive entry of a message and the LSN that wrote it.
+    pub fn message(&self, wamid: &str) -> Result<Option<(Lsn, MessageIndex)>> {
         self.get_decoded(&keys::message(wamid), kind::MESSAGE)
     }
 
-    /// Every status received for `wamid`, in key order (use their timestamps
-    /// and the monotonic rules to order them).
-    pub fn statuses(&self, wamid: &str) -> Result<Vec<(Lsn, StatusEvent)>> {
+    /// Where every status received for `wamid` is, in key order: (LSN, location).
+    pub fn statuses(&self, wamid: &str) -> Result<Vec<(Lsn, RecordLoc)>> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(keys::status_prefix(wamid)) {
             let (k, v) = item?;
             let header = codec::stored_header_of(&v).map_err(corrupt(&k))?;
-            let status =
-                codec::decode_stored::<StatusEvent>(&v, kind::STATUS, 1).map_err(corrupt(&k))?;
-            out.push((header.lsn, status));
+            let loc = codec::decode_stored::<Loc>(&v, kind::STATUS, 1).map_err(corrupt(&k))?;
+            out.push((header.lsn, loc.into()));
         }
         Ok(out)
     }
 
     /// Up to `limit` entries of a conversation's timeline after `after`
-    /// (exclusive), oldest first: (timestamp, lsn, wamid).
+    /// (exclusive), oldest first: (timestamp, lsn, location).
     pub fn timeline(
         &self,
         conv: u64,
         after: Option<(i64, Lsn)>,
         limit: usize,
-    ) -> Result<Vec<(i64, Lsn, String)>> {
+    ) -> Result<Vec<(i64, Lsn, RecordLoc)>> {
         let prefix = keys::conv_messages_prefix(conv);
         let start = match after {
             // The first key strictly after the cursor.
@@ -194,23 +272,20 @@ impl Store {
             let Some((_, ts, lsn)) = keys::parse_conv_message(&k) else {
                 continue;
             };
-            let wamid = String::from_utf8(v.to_vec()).map_err(|e| StoreError::Corrupt {
-                key: key_for_humans(&k),
-                source: CodecError::Invalid(e.to_string()),
-            })?;
-            out.push((ts, lsn, wamid));
+            out.push((ts, lsn, parse_loc_bytes(&k, &v)?));
         }
         Ok(out)
     }
 
-    /// Account-level, preference, unrouted and invalid events, newest first,
-    /// strictly before `before` (an LSN), optionally of one kind only.
+    /// Where account-level, preference, unrouted and invalid events are,
+    /// newest first, strictly before `before` (an LSN), optionally of one
+    /// record kind only: (lsn, kind, location).
     pub fn events(
         &self,
         before: Option<Lsn>,
         kind_filter: Option<u16>,
         limit: usize,
-    ) -> Result<Vec<(Lsn, Event)>> {
+    ) -> Result<Vec<(Lsn, u16, RecordLoc)>> {
         let start = keys::event(0);
         let end = keys::event(before.unwrap_or(u64::MAX));
         let mut out = Vec::new();
@@ -226,7 +301,8 @@ impl Store {
             if kind_filter.is_some_and(|want| want != header.kind) {
                 continue;
             }
-            out.push((lsn, decode_stored_event(&k, &v, header.kind)?));
+            let loc = codec::decode_stored::<Loc>(&v, header.kind, 1).map_err(corrupt(&k))?;
+            out.push((lsn, header.kind, loc.into()));
         }
         Ok(out)
     }
@@ -266,46 +342,18 @@ impl Store {
     /// Delete dedupe marks of account-level events received before
     /// `older_than_ms`. The events themselves stay (they are the archive).
     pub fn prune_dedupe(&self, older_than_ms: i64) -> Result<usize> {
-        let mut batch = sled::Batch::default();
         let mut n = 0;
         for item in self.tree.scan_prefix([keys::DEDUPE]) {
             let (k, v) = item?;
             let mark: DedupeMark =
                 codec::decode_stored(&v, kind::DEDUPE, 1).map_err(corrupt(&k))?;
             if mark.received_at_ms < older_than_ms {
-                batch.remove(k);
+                self.tree.remove(k)?;
                 n += 1;
             }
         }
-        if n > 0 {
-            self.tree.apply_batch(batch)?;
-        }
         Ok(n)
     }
-}
-
-fn decode_stored_event(key: &[u8], value: &[u8], kind: u16) -> Result<Event> {
-    let ev = match kind {
-        kind::ACCOUNT => Event::Account(
-            codec::decode_stored::<AccountEvent>(value, kind, 1).map_err(corrupt(key))?,
-        ),
-        kind::PREFERENCE => Event::Preference(
-            codec::decode_stored::<PreferenceEvent>(value, kind, 1).map_err(corrupt(key))?,
-        ),
-        kind::UNROUTED => Event::Unrouted(
-            codec::decode_stored::<UnroutedEvent>(value, kind, 1).map_err(corrupt(key))?,
-        ),
-        kind::INVALID => Event::Invalid(
-            codec::decode_stored::<InvalidEvent>(value, kind, 1).map_err(corrupt(key))?,
-        ),
-        other => {
-            return Err(StoreError::Corrupt {
-                key: key_for_humans(key),
-                source: CodecError::UnknownKind(other),
-            })
-        }
-    };
-    Ok(ev)
 }
 
 fn fsync_tree(dir: &Path) -> Result<()> {
@@ -328,12 +376,10 @@ fn fsync_tree(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
-/// Writes staged for one atomic batch, remembering dedupe keys written so a
-/// later event in the same batch sees them.
+/// Writes applied together by [`Store::apply`].
 #[derive(Default)]
 pub struct Writes {
     batch: sled::Batch,
-    staged: HashMap<Vec<u8>, Lsn>,
     count: usize,
 }
 
@@ -346,39 +392,9 @@ impl Writes {
         self.count == 0
     }
 
-    /// LSN under a dedupe `key`: staged in this batch, else in the store.
-    pub fn lsn_of(&self, store: &Store, key: &[u8]) -> Result<Option<Lsn>> {
-        match self.staged.get(key) {
-            Some(lsn) => Ok(Some(*lsn)),
-            None => store.lsn_of(key),
-        }
-    }
-
     pub fn put<T: Encode>(&mut self, key: &[u8], kind: u16, lsn: Lsn, value: &T) -> Result<()> {
-        let bytes = codec::encode_stored(
-            StoredHeader {
-                kind,
-                version: 1,
-                lsn,
-            },
-            value,
-        )
-        .map_err(StoreError::Encode)?;
-        self.batch.insert(key, bytes.as_slice());
+        self.batch.insert(key, encode(kind, lsn, value)?.as_slice());
         self.count += 1;
-        Ok(())
-    }
-
-    /// Like [`Writes::put`], and remember `key` for [`Writes::lsn_of`].
-    pub fn put_dedupe<T: Encode>(
-        &mut self,
-        key: &[u8],
-        kind: u16,
-        lsn: Lsn,
-        value: &T,
-    ) -> Result<()> {
-        self.put(key, kind, lsn, value)?;
-        self.staged.insert(key.to_vec(), lsn);
         Ok(())
     }
 
@@ -391,65 +407,90 @@ impl Writes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{CustomerRef, Direction, MessageEvent};
 
-    fn message(wamid: &str) -> MessageEvent {
-        MessageEvent {
-            number_id: "1".into(),
-            waba_id: "2".into(),
-            route: 0,
-            direction: Direction::In,
-            customer: CustomerRef {
-                wa_id: Some("15550001".into()),
-                home: "15550001".into(),
-                ..Default::default()
-            },
-            wamid: wamid.into(),
-            kind: "text".into(),
+    fn loc(offset: u64) -> RecordLoc {
+        RecordLoc { segment: 1, offset }
+    }
+
+    fn index(conv: u64, offset: u64) -> MessageIndex {
+        MessageIndex {
+            conv_id: conv,
             timestamp: 100,
-            timestamp_valid: true,
-            received_at_ms: 100_000,
-            text: Some("hi".into()),
-            media: None,
-            context_id: None,
-            referral: None,
-            system: None,
-            raw: "{}".into(),
+            loc: loc(offset).into(),
         }
     }
 
     #[test]
-    fn batch_writes_are_visible_and_dedupe_keys_staged() {
+    fn insert_new_tells_new_keys_from_existing_ones_with_their_lsn() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 8 << 20).unwrap();
-        let mut w = Writes::default();
         let key = keys::message("wamid.A");
-        assert_eq!(w.lsn_of(&store, &key).unwrap(), None);
-        w.put_dedupe(
-            &key,
-            kind::MESSAGE,
-            5,
-            &StoredMessage {
-                conv_id: 5,
-                event: message("wamid.A"),
-            },
-        )
-        .unwrap();
-        assert_eq!(w.lsn_of(&store, &key).unwrap(), Some(5));
-        w.put_raw(&keys::conv_message(5, 100, 5), b"wamid.A");
-        store.apply(w).unwrap();
-        assert_eq!(store.lsn_of(&key).unwrap(), Some(5));
+        assert_eq!(
+            store
+                .insert_new(&key, kind::MESSAGE, 5, &index(5, 16))
+                .unwrap(),
+            Inserted::New
+        );
+        assert_eq!(
+            store
+                .insert_new(&key, kind::MESSAGE, 9, &index(9, 99))
+                .unwrap(),
+            Inserted::Existing(5)
+        );
         let (lsn, m) = store.message("wamid.A").unwrap().unwrap();
         assert_eq!(
-            (lsn, m.conv_id, m.event.text.as_deref()),
-            (5, 5, Some("hi"))
+            (lsn, m.conv_id, RecordLoc::from(m.loc)),
+            (5, 5, loc(16)),
+            "the first write stays"
         );
+        store.put_timeline(5, 100, 5, loc(16)).unwrap();
+        store.put_timeline(5, 90, 7, loc(48)).unwrap();
         assert_eq!(
             store.timeline(5, None, 10).unwrap(),
-            vec![(100, 5, "wamid.A".to_string())]
+            vec![(90, 7, loc(48)), (100, 5, loc(16))]
         );
-        assert!(store.timeline(5, Some((100, 5)), 10).unwrap().is_empty());
+        assert_eq!(
+            store.timeline(5, Some((90, 7)), 10).unwrap(),
+            vec![(100, 5, loc(16))]
+        );
         store.sync().unwrap();
+    }
+
+    #[test]
+    fn status_and_event_locations_come_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let l: Loc = loc(64).into();
+        store
+            .insert_new(&keys::status("wamid.S", "sent"), kind::STATUS, 3, &l)
+            .unwrap();
+        store
+            .insert_new(&keys::status("wamid.S", "read"), kind::STATUS, 4, &l)
+            .unwrap();
+        store
+            .insert_new(&keys::status("wamid.SX", "read"), kind::STATUS, 5, &l)
+            .unwrap();
+        assert_eq!(
+            store.statuses("wamid.S").unwrap(),
+            vec![(4, loc(64)), (3, loc(64))]
+        );
+        store.put(&keys::event(10), kind::ACCOUNT, 10, &l).unwrap();
+        store.put(&keys::event(11), kind::INVALID, 11, &l).unwrap();
+        store.put(&keys::event(12), kind::ACCOUNT, 12, &l).unwrap();
+        let all: Vec<Lsn> = store
+            .events(None, None, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(all, vec![12, 11, 10]);
+        let acc: Vec<Lsn> = store
+            .events(Some(12), Some(kind::ACCOUNT), 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(acc, vec![10]);
     }
 
     #[test]
@@ -471,8 +512,14 @@ mod tests {
             .tree
             .insert(keys::message("wamid.C"), &b"short"[..])
             .unwrap();
+        let again = store.insert_new(&keys::message("wamid.C"), kind::MESSAGE, 1, &index(1, 1));
+        assert!(matches!(again, Err(StoreError::Corrupt { .. })));
+        store
+            .tree
+            .insert(keys::conv_message(3, 1, 1), &b"not a location"[..])
+            .unwrap();
         assert!(matches!(
-            store.lsn_of(&keys::message("wamid.C")),
+            store.timeline(3, None, 5),
             Err(StoreError::Corrupt { .. })
         ));
     }
@@ -482,23 +529,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path(), 8 << 20).unwrap();
-            let mut w = Writes::default();
-            w.put(
-                &keys::message("wamid.D"),
-                kind::MESSAGE,
-                9,
-                &StoredMessage {
-                    conv_id: 9,
-                    event: message("wamid.D"),
-                },
-            )
-            .unwrap();
-            store.apply(w).unwrap();
+            store
+                .insert_new(&keys::message("wamid.D"), kind::MESSAGE, 9, &index(9, 8))
+                .unwrap();
             store.sync().unwrap();
         }
         {
             let store = Store::open(dir.path(), 8 << 20).unwrap();
-            assert_eq!(store.lsn_of(&keys::message("wamid.D")).unwrap(), Some(9));
+            assert_eq!(store.message("wamid.D").unwrap().unwrap().0, 9);
             store
                 .tree
                 .insert(keys::meta("format"), &(FORMAT_VERSION + 1).to_be_bytes())

@@ -5,7 +5,8 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::event::{MessageEvent, Referral};
+use crate::event::Referral;
+use crate::journal::RecordLoc;
 
 /// Stored record kinds. 1..=6 are the event kinds of `crate::event::kind`.
 pub mod kind {
@@ -16,12 +17,40 @@ pub mod kind {
     pub const NUMBER: u16 = 19;
 }
 
-/// An archived message: the event plus the conversation it was filed under.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+/// Where a journal record lives (the journal is the archive; sled indexes it).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
-pub struct StoredMessage {
+pub struct Loc {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+impl From<RecordLoc> for Loc {
+    fn from(l: RecordLoc) -> Self {
+        Loc {
+            segment: l.segment,
+            offset: l.offset,
+        }
+    }
+}
+
+impl From<Loc> for RecordLoc {
+    fn from(l: Loc) -> Self {
+        RecordLoc {
+            segment: l.segment,
+            offset: l.offset,
+        }
+    }
+}
+
+/// The archive entry of a message: the conversation it was filed under and
+/// where its journal record is. The key (its wamid) is the dedupe key.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct MessageIndex {
     pub conv_id: u64,
-    pub event: MessageEvent,
+    pub timestamp: i64,
+    pub loc: Loc,
 }
 
 /// Marks an account-level event (by content hash) as seen.
