@@ -1,0 +1,1 @@
+//! The sensitive-word filter (in progress).

@@ -1,0 +1,1 @@
+//! Conversation routing to agents (in progress).
