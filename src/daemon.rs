@@ -21,13 +21,16 @@ use tokio::sync::watch;
 
 use crate::auth::AdminAuth;
 use crate::config::Resolved;
-use crate::http::app::{App, WebhookSettings};
+use crate::http::app::{App, Core, WebhookSettings};
 use crate::http::metrics_server::{serve_metrics, Probes};
 use crate::http::server::{serve, Limits};
 use crate::http::tls::{load_or_generate, TlsSource};
 use crate::journal::{Journal, JournalConfig, JournalHandle, JournalReader};
+use crate::outbound::dispatcher::Dispatcher;
+use crate::outbound::graph::GraphClient;
+use crate::outbound::{NoTerms, Outbound, TermCheck};
 use crate::pipeline::checkpoint::{self, Checkpointer};
-use crate::pipeline::ingest::{self, Dispatcher, Ingest, IngestCtx};
+use crate::pipeline::ingest::{self, Ingest, IngestCtx, ShardSink};
 use crate::pipeline::numbers::{NumberInfo, Numbers};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::store::Store;
@@ -61,12 +64,14 @@ pub enum DaemonError {
     Checkpoint(#[from] crate::pipeline::checkpoint::CheckpointError),
     #[error("start-up task failed: {0}")]
     Join(String),
+    #[error("outbound: {0}")]
+    Outbound(String),
     #[error("signal handling: {0}")]
     Signal(std::io::Error),
 }
 
 /// The running core, owned by the daemon for an orderly stop.
-struct Core {
+struct CoreState {
     pipeline: Arc<Pipeline>,
     journal: JournalHandle<IngestCtx>,
     checkpointer: Checkpointer,
@@ -89,7 +94,7 @@ fn numbers_from(resolved: &Resolved, store: &Store) -> Result<Numbers, DaemonErr
 }
 
 /// Open storage, replay, and start the writer and checkpointer. Blocking.
-fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
+fn start_core(resolved: &Resolved) -> Result<CoreState, DaemonError> {
     let cfg = &resolved.config;
     let data_dir = &cfg.storage.data_dir;
     let started = Instant::now();
@@ -123,7 +128,7 @@ fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
     }
     let from = checkpoint::replay_position(&store)?;
     let replayed = ingest::replay(&pipeline, &journal, from, pipeline_cfg.shard_queue)?;
-    let handle = journal.start(Dispatcher::new(pipeline.clone()))?;
+    let handle = journal.start(ShardSink::new(pipeline.clone()))?;
     // Move the replay position past what was just replayed.
     checkpoint::checkpoint(&pipeline, &handle, &mut Default::default())?;
     let checkpointer = Checkpointer::spawn(
@@ -145,14 +150,14 @@ fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "state loaded and journal replayed"
     );
-    Ok(Core {
+    Ok(CoreState {
         pipeline,
         journal: handle,
         checkpointer,
     })
 }
 
-impl Core {
+impl CoreState {
     fn stop(self) -> Result<(), DaemonError> {
         let mut unwritten = self.checkpointer.stop();
         let result = checkpoint::checkpoint(&self.pipeline, &self.journal, &mut unwritten);
@@ -207,6 +212,39 @@ impl StopSignals {
             _ = self.int.recv() => "SIGINT",
         }
     }
+}
+
+/// The Graph API client, the per-number dispatchers (with what a previous
+/// run left unsent) and the outbound service.
+fn start_outbound(
+    resolved: &Resolved,
+    core: &CoreState,
+    ingest: Ingest,
+) -> Result<Arc<Outbound>, DaemonError> {
+    let w = &resolved.config.whatsapp;
+    let graph = GraphClient::new(
+        &w.graph_api_base,
+        w.connect_timeout,
+        w.request_timeout,
+        w.ca_file.as_deref(),
+    )
+    .map_err(|e| DaemonError::Outbound(e.to_string()))?;
+    let numbers: Vec<_> = resolved
+        .numbers
+        .iter()
+        .map(|n| (n.config.clone(), n.access_token.clone()))
+        .collect();
+    let dispatcher = Dispatcher::new(
+        &numbers,
+        core.pipeline.numbers().clone(),
+        ingest.clone(),
+        core.pipeline.journal_reader().clone(),
+        graph,
+        resolved.config.outbound.clone(),
+    );
+    dispatcher.start(core.pipeline.store().all_pending()?);
+    let terms: Arc<dyn TermCheck> = Arc::new(NoTerms);
+    Ok(Arc::new(Outbound::new(ingest, dispatcher, terms)))
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -318,14 +356,18 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
             }
         }
     };
+    let mut dispatcher = None;
     let sig = match stop {
         Some(sig) => sig,
         None => {
-            app.set_ready(Ingest::new(
+            let ingest = Ingest::new(
                 core.pipeline.clone(),
                 core.journal.appender(),
                 cfg.server.ingest_timeout,
-            ));
+            );
+            let outbound = start_outbound(&resolved, &core, ingest.clone())?;
+            dispatcher = Some(outbound.dispatcher().clone());
+            app.set_ready(Core { ingest, outbound });
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             tracing::info!(%https_addr, metrics = ?metrics_addr, "ready");
             signals.recv().await
@@ -341,6 +383,11 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
     }
     if let Some(m) = metrics_server {
         let _ = tokio::time::timeout(grace, m).await;
+    }
+    if let Some(d) = dispatcher {
+        // In-flight sends finish and record their outcome before the journal closes.
+        d.shutdown(cfg.whatsapp.request_timeout + Duration::from_secs(2))
+            .await;
     }
     let stopped = tokio::task::spawn_blocking(move || core.stop()).await;
     if let Some(p) = pid_file {

@@ -35,6 +35,7 @@ use crate::event::Lsn;
 use crate::journal::RecordLoc;
 use records::{
     kind, ConversationRecord, CustomerRecord, DedupeMark, Loc, MessageIndex, NumberRecord,
+    OutboxEntry, PendingMark,
 };
 
 /// Version of the key schema and record set; stored under `z/format`.
@@ -237,6 +238,41 @@ impl Store {
         self.get_decoded(&keys::message(wamid), kind::MESSAGE)
     }
 
+    /// Remove a key (idempotent).
+    pub fn remove(&self, key: &[u8]) -> Result<()> {
+        self.tree.remove(key)?;
+        Ok(())
+    }
+
+    /// An outbound message by its local id (its request's LSN).
+    pub fn outbox(&self, lsn: Lsn) -> Result<Option<OutboxEntry>> {
+        Ok(self
+            .get_decoded(&keys::outbox(lsn), kind::OUTBOX)?
+            .map(|(_, e)| e))
+    }
+
+    pub fn pending(&self, lsn: Lsn) -> Result<Option<PendingMark>> {
+        Ok(self
+            .get_decoded(&keys::pending(lsn), kind::PENDING)?
+            .map(|(_, e)| e))
+    }
+
+    /// Every outbound request without a final outcome, oldest first.
+    pub fn all_pending(&self) -> Result<Vec<(Lsn, PendingMark)>> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix([keys::PENDING]) {
+            let (k, v) = item?;
+            let Some(lsn) = keys::parse_lsn_key(&k) else {
+                continue;
+            };
+            out.push((
+                lsn,
+                codec::decode_stored::<PendingMark>(&v, kind::PENDING, 1).map_err(corrupt(&k))?,
+            ));
+        }
+        Ok(out)
+    }
+
     /// Where every status received for `wamid` is, in key order: (LSN, location).
     pub fn statuses(&self, wamid: &str) -> Result<Vec<(Lsn, RecordLoc)>> {
         let mut out = Vec::new();
@@ -416,6 +452,7 @@ mod tests {
         MessageIndex {
             conv_id: conv,
             timestamp: 100,
+            lsn: offset,
             loc: loc(offset).into(),
         }
     }
