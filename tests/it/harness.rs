@@ -56,6 +56,11 @@ pub fn pywa(file: &str, key: &str) -> Vec<u8> {
     serde_json::to_vec(&all[key]).unwrap_or_else(|_| panic!("pywa {file}#{key}"))
 }
 
+/// The access token the test config gives a managed number.
+pub fn token_for(number: &str) -> String {
+    format!("token-{number}")
+}
+
 /// Poll `check` until it returns Some, or panic after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
@@ -86,6 +91,10 @@ pub struct Options {
     pub body_read_timeout: &'static str,
     /// Extra `[[apps]]` (name, secret) besides "main".
     pub extra_apps: Vec<(&'static str, &'static str)>,
+    /// Give every managed number an access token (`token-<id>`) and this send ceiling.
+    pub send_ceiling: Option<f64>,
+    /// Appended to the config: e.g. `[whatsapp]` and `[outbound]` sections.
+    pub extra_config: String,
 }
 
 impl Default for Options {
@@ -99,6 +108,8 @@ impl Default for Options {
             max_body_bytes: 64 << 10,
             body_read_timeout: "30s",
             extra_apps: Vec::new(),
+            send_ceiling: None,
+            extra_config: String::new(),
         }
     }
 }
@@ -149,7 +160,11 @@ verify_token = "{VERIFY_TOKEN}"
         cfg.push_str(&format!(
             "[[numbers]]\nphone_number_id = \"{id}\"\ndisplay_phone_number = \"{display}\"\napp = \"main\"\n"
         ));
+        if let Some(ceiling) = o.send_ceiling {
+            cfg.push_str(&format!("access_token = \"{}\"\nmax_per_second = {ceiling}\n", token_for(id)));
+        }
     }
+    cfg.push_str(&o.extra_config);
     let path = dir.join("switchboard.toml");
     std::fs::write(&path, cfg).unwrap();
     path
