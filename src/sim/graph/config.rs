@@ -378,9 +378,9 @@ pub struct Faults {
 impl SimConfig {
     /// Reads a TOML file (relative `ca` paths are relative to the file).
     pub fn from_file(path: &Path) -> Result<Self, SimError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SimError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| SimError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let mut cfg = Self::from_toml(&text).map_err(|e| match e {
             SimError::Config(msg) => SimError::Config(format!("{}: {msg}", path.display())),

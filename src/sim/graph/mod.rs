@@ -78,11 +78,17 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum SimError {
     #[error("invalid simulator config: {0}")]
     Config(String),
-    #[error("{path}: {source}")]
-    Io {
+    // The I/O error is part of the message, not a `source`, so error chains do not print it
+    // twice.
+    #[error("reading {path}: {error}")]
+    Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    #[error("listening on {addr}: {error}")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
     },
     #[error("webhook TLS: {0}")]
     Tls(#[from] crate::http::tls::TlsError),
@@ -461,13 +467,13 @@ impl Simulator {
         cfg.validate()?;
         let listener = TcpListener::bind(cfg.listen)
             .await
-            .map_err(|source| SimError::Io {
-                path: PathBuf::from(cfg.listen.to_string()),
-                source,
+            .map_err(|error| SimError::Bind {
+                addr: cfg.listen,
+                error,
             })?;
-        let addr = listener.local_addr().map_err(|source| SimError::Io {
-            path: PathBuf::from(cfg.listen.to_string()),
-            source,
+        let addr = listener.local_addr().map_err(|error| SimError::Bind {
+            addr: cfg.listen,
+            error,
         })?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let webhooks = match &cfg.webhook {
