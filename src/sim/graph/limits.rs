@@ -9,7 +9,8 @@
 //! - [`PeakMeter`] is exact: the busiest half-open 1-second window always ends at a send, and
 //!   at each send the meter holds exactly the sends of the second that ends there;
 //! - the maps keyed by recipient are pruned when they grow past a bound, dropping only entries
-//!   whose state equals a fresh one (full bucket, window long closed).
+//!   that no rule needs (a full bucket, a closed window); the bound then doubles past what
+//!   survived, so pruning costs amortised O(1) per insert.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -86,7 +87,7 @@ struct Bucket {
     at: Instant,
 }
 
-/// Entries beyond which full buckets are forgotten.
+/// Entries beyond which full buckets are forgotten (at least).
 const PAIR_PRUNE_AT: usize = 65_536;
 
 /// The pair limit of one number: a token bucket per recipient.
@@ -95,6 +96,7 @@ pub struct PairLimit {
     burst: f64,
     interval: Duration,
     buckets: HashMap<String, Bucket>,
+    prune_at: usize,
 }
 
 impl PairLimit {
@@ -103,6 +105,7 @@ impl PairLimit {
             burst: f64::from(burst.max(1)),
             interval,
             buckets: HashMap::new(),
+            prune_at: PAIR_PRUNE_AT,
         }
     }
 
@@ -122,11 +125,12 @@ impl PairLimit {
 
     /// Takes a token; call only after [`allows`](Self::allows) said yes.
     pub fn record(&mut self, recipient: &str, now: Instant) {
-        if self.buckets.len() >= PAIR_PRUNE_AT {
+        if self.buckets.len() >= self.prune_at {
             let (burst, interval) = (self.burst, self.interval.as_secs_f64());
             self.buckets.retain(|_, b| {
                 b.tokens + now.saturating_duration_since(b.at).as_secs_f64() / interval < burst
             });
+            self.prune_at = (self.buckets.len() * 2).max(PAIR_PRUNE_AT);
         }
         let tokens = match self.buckets.get(recipient) {
             Some(b) => self.tokens(b, now),
@@ -146,7 +150,7 @@ impl PairLimit {
 pub const SERVICE_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 /// A Click-to-WhatsApp entry point makes messages free for this long.
 pub const ENTRY_POINT_MS: i64 = 72 * 60 * 60 * 1000;
-/// Entries beyond which long-closed windows are forgotten.
+/// Entries beyond which closed windows are forgotten (at least).
 const WINDOW_PRUNE_AT: usize = 1 << 20;
 
 /// What the simulator knows about one (number, customer) conversation.
@@ -173,9 +177,19 @@ impl CustomerWindow {
 }
 
 /// Windows by (number slot, customer).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WindowBook {
     map: HashMap<(usize, String), CustomerWindow>,
+    prune_at: usize,
+}
+
+impl Default for WindowBook {
+    fn default() -> Self {
+        WindowBook {
+            map: HashMap::new(),
+            prune_at: WINDOW_PRUNE_AT,
+        }
+    }
 }
 
 impl WindowBook {
@@ -183,12 +197,18 @@ impl WindowBook {
         self.map.get(&(number, customer.to_owned()))
     }
 
+    /// Only customers already known (sends never create entries: a benchmark sending to
+    /// millions of recipients must not grow the book).
+    pub fn get_mut(&mut self, number: usize, customer: &str) -> Option<&mut CustomerWindow> {
+        self.map.get_mut(&(number, customer.to_owned()))
+    }
+
     /// The entry, created empty when new; `now_ms` drives pruning.
     pub fn entry(&mut self, number: usize, customer: &str, now_ms: i64) -> &mut CustomerWindow {
-        if self.map.len() >= WINDOW_PRUNE_AT {
-            self.map.retain(|_, w| {
-                w.is_open(now_ms) || w.in_entry_point(now_ms) || w.last_outbound_wamid.is_some()
-            });
+        if self.map.len() >= self.prune_at {
+            self.map
+                .retain(|_, w| w.is_open(now_ms) || w.in_entry_point(now_ms));
+            self.prune_at = (self.map.len() * 2).max(WINDOW_PRUNE_AT);
         }
         self.map.entry((number, customer.to_owned())).or_default()
     }
@@ -259,6 +279,22 @@ mod tests {
         assert!(pair.allows("a", t0 + Duration::from_secs(6)));
         pair.record("a", t0 + Duration::from_secs(6));
         assert!(!pair.allows("a", t0 + Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn full_buckets_are_forgotten_when_the_map_grows() {
+        let t0 = Instant::now();
+        let mut pair = PairLimit::new(1, Duration::from_secs(1));
+        for i in 0..PAIR_PRUNE_AT {
+            pair.record(&i.to_string(), t0);
+        }
+        // One recipient is still limited when the prune runs; the refilled ones go.
+        let later = t0 + Duration::from_secs(2);
+        pair.record("busy", later);
+        pair.record("new", later);
+        assert_eq!(pair.buckets.len(), 2);
+        assert!(!pair.allows("busy", later));
+        assert!(pair.allows("0", later));
     }
 
     #[test]

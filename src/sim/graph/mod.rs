@@ -403,7 +403,10 @@ impl Inner {
         } else {
             st.sends_not_recorded += 1;
         }
-        st.windows.entry(slot, key, now_ms).last_outbound_wamid = Some(wamid.clone());
+        if let Some(w) = st.windows.get_mut(slot, key) {
+            // What a generated reply from this customer will quote.
+            w.last_outbound_wamid = Some(wamid.clone());
+        }
 
         let plan = if self.webhooks.is_some() {
             let base = StatusItem {
@@ -572,6 +575,15 @@ impl Drop for SimHandle {
 }
 
 impl SimHandle {
+    /// Points status webhooks and generated inbound at `target` from now on. Only a simulator
+    /// started with a webhook target can be retargeted (one without never plans statuses).
+    pub fn set_webhook(&self, target: WebhookTarget) -> Result<(), SimError> {
+        match &self.inner.webhooks {
+            Some(hooks) => hooks.retarget(target),
+            None => Err(SimError::NoWebhookTarget),
+        }
+    }
+
     /// Where the Graph API listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr

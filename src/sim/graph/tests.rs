@@ -1158,3 +1158,33 @@ async fn inbound_needs_a_webhook_target() {
         Err(SimError::Config(_))
     ));
 }
+
+#[tokio::test]
+async fn a_webhook_target_can_be_replaced_at_runtime() {
+    let first = Hook::start(0).await;
+    let second = Hook::start(0).await;
+    let sim = Simulator::start(SimConfig {
+        webhook: Some(first.target()),
+        statuses: fast_statuses(),
+        ..one_number()
+    })
+    .await
+    .unwrap();
+    sim.set_webhook(second.target()).unwrap();
+    sim.send_inbound(N1, "821011112222", "안녕").await.unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the inbound at the new target",
+        || !second.posts().is_empty(),
+    )
+    .await;
+    assert!(first.posts().is_empty());
+    sim.shutdown().await;
+
+    let bare = Simulator::start(one_number()).await.unwrap();
+    assert!(matches!(
+        bare.set_webhook(second.target()),
+        Err(SimError::NoWebhookTarget)
+    ));
+    bare.shutdown().await;
+}

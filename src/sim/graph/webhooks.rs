@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rustls::pki_types::ServerName;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -337,8 +337,9 @@ struct Queue {
 
 /// The webhook side of a simulator: target, client, queue and counters.
 pub(crate) struct Webhooks {
-    target: WebhookTarget,
-    client: HttpsClient,
+    /// Replaceable at runtime: a test learns the daemon's address only after the daemon,
+    /// which needs the simulator's address, has started.
+    endpoint: RwLock<Arc<Endpoint>>,
     /// (phone_number_id, display_phone_number) by number index.
     numbers: Vec<(String, String)>,
     behaviour: StatusBehaviour,
@@ -348,12 +349,14 @@ pub(crate) struct Webhooks {
     counters: Counters,
 }
 
-impl Webhooks {
-    pub fn new(
-        target: WebhookTarget,
-        numbers: Vec<(String, String)>,
-        behaviour: StatusBehaviour,
-    ) -> Result<Self, SimError> {
+/// Where posts go and the client that reaches it.
+struct Endpoint {
+    target: WebhookTarget,
+    client: HttpsClient,
+}
+
+impl Endpoint {
+    fn new(target: WebhookTarget, behaviour: &StatusBehaviour) -> Result<Self, SimError> {
         let tls = match &target.tls {
             None => None,
             Some(ca) => {
@@ -369,9 +372,18 @@ impl Webhooks {
         };
         let client = HttpsClient::new(target.addr, tls, false)
             .with_request_timeout(behaviour.request_timeout);
+        Ok(Endpoint { target, client })
+    }
+}
+
+impl Webhooks {
+    pub fn new(
+        target: WebhookTarget,
+        numbers: Vec<(String, String)>,
+        behaviour: StatusBehaviour,
+    ) -> Result<Self, SimError> {
         Ok(Webhooks {
-            target,
-            client,
+            endpoint: RwLock::new(Arc::new(Endpoint::new(target, &behaviour)?)),
             numbers,
             permits: Arc::new(Semaphore::new(behaviour.max_in_flight)),
             behaviour,
@@ -382,6 +394,17 @@ impl Webhooks {
             notify: Notify::new(),
             counters: Counters::default(),
         })
+    }
+
+    /// Points later posts (including ones already queued) at `target`.
+    pub fn retarget(&self, target: WebhookTarget) -> Result<(), SimError> {
+        let endpoint = Endpoint::new(target, &self.behaviour)?;
+        *self.endpoint.write() = Arc::new(endpoint);
+        Ok(())
+    }
+
+    fn endpoint(&self) -> Arc<Endpoint> {
+        self.endpoint.read().clone()
     }
 
     pub fn stats(&self) -> WebhookStats {
@@ -560,7 +583,7 @@ impl Webhooks {
     pub fn envelope(&self, changes: Vec<Value>) -> String {
         let body = json!({
             "object": "whatsapp_business_account",
-            "entry": [{"id": self.target.waba_id, "changes": changes}],
+            "entry": [{"id": self.endpoint().target.waba_id, "changes": changes}],
         });
         meta_wire(&body.to_string())
     }
@@ -587,15 +610,16 @@ impl Webhooks {
     }
 
     async fn post_once(&self, body: String, stop: &watch::Receiver<bool>) -> Result<(), SimError> {
-        let signature = sign(self.target.app_secret.as_bytes(), body.as_bytes());
+        let endpoint = self.endpoint();
+        let signature = sign(endpoint.target.app_secret.as_bytes(), body.as_bytes());
         let headers = [
             ("content-type", "application/json"),
             ("user-agent", META_USER_AGENT),
             ("x-hub-signature-256", signature.as_str()),
         ];
-        let request = self
+        let request = endpoint
             .client
-            .request(Method::POST, &self.target.path, &headers, body);
+            .request(Method::POST, &endpoint.target.path, &headers, body);
         let (status, _, _) = tokio::select! {
             biased;
             _ = stopped(stop.clone()) => return Err(SimError::Stopped),
