@@ -73,6 +73,10 @@ pub mod names {
     pub const JOURNAL_SEGMENTS: &str = "switchboard_journal_segments";
     pub const JOURNAL_DISK_BYTES: &str = "switchboard_journal_disk_bytes";
     pub const JOURNAL_HEALTHY: &str = "switchboard_journal_healthy";
+    // --- filter ---
+    pub const FILTER_TERMS: &str = "switchboard_filter_terms";
+    pub const FILTER_RELOADS: &str = "switchboard_filter_reloads_total";
+    pub const FILTER_BLOCKED: &str = "switchboard_filter_blocked_total";
 }
 
 use names::*;
@@ -128,6 +132,10 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: JOURNAL_DISK_BYTES, kind: G, unit: Unit::Bytes, labels: &[], help: "Bytes of journal segment files on disk." },
     MetricDef { name: JOURNAL_HEALTHY, kind: G, unit: Unit::Count, labels: &[], help: "1 unless the last journal group commit failed." },
     MetricDef { name: BUILD_INFO, kind: G, unit: Unit::Count, labels: &["version"], help: "Always 1; labelled with the build version." },
+    // --- filter ---
+    MetricDef { name: FILTER_TERMS, kind: G, unit: Unit::Count, labels: &[], help: "Distinct terms in the sensitive-word list in force." },
+    MetricDef { name: FILTER_RELOADS, kind: C, unit: Unit::Count, labels: &["result"], help: "Reloads of the sensitive-word list, by result (ok, error; an error keeps the previous list)." },
+    MetricDef { name: FILTER_BLOCKED, kind: C, unit: Unit::Count, labels: &[], help: "Outbound messages refused because they contain a sensitive term." },
 ];
 
 /// Latency buckets from 50 µs to 10 s.
