@@ -85,6 +85,10 @@ pub mod names {
     pub const JOURNAL_SEGMENTS: &str = "switchboard_journal_segments";
     pub const JOURNAL_DISK_BYTES: &str = "switchboard_journal_disk_bytes";
     pub const JOURNAL_HEALTHY: &str = "switchboard_journal_healthy";
+    // --- filter ---
+    pub const FILTER_TERMS: &str = "switchboard_filter_terms";
+    pub const FILTER_RELOADS: &str = "switchboard_filter_reloads_total";
+    pub const FILTER_BLOCKED: &str = "switchboard_filter_blocked_total";
 }
 
 use names::*;
@@ -153,6 +157,10 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: NUMBER_OUTBOX_QUEUED, kind: G, unit: Unit::Count, labels: &["number"], help: "Outbound messages waiting for a number's dispatcher." },
     MetricDef { name: NUMBER_PAUSED, kind: G, unit: Unit::Count, labels: &["number"], help: "1 while a number is paused (its access token was refused)." },
     MetricDef { name: ALERTS, kind: C, unit: Unit::Count, labels: &["kind"], help: "Alerts raised (blocked_term, token_expired, ...)." },
+    // --- filter ---
+    MetricDef { name: FILTER_TERMS, kind: G, unit: Unit::Count, labels: &[], help: "Distinct terms in the sensitive-word list in force." },
+    MetricDef { name: FILTER_RELOADS, kind: C, unit: Unit::Count, labels: &["result"], help: "Reloads of the sensitive-word list, by result (ok, error; an error keeps the previous list)." },
+    MetricDef { name: FILTER_BLOCKED, kind: C, unit: Unit::Count, labels: &[], help: "Outbound messages refused because they contain a sensitive term." },
 ];
 
 /// Alert kind as a bounded label value.
