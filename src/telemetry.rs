@@ -49,6 +49,8 @@ pub mod names {
     pub const CHECKPOINT_ERRORS: &str = "switchboard_checkpoint_errors_total";
     pub const REPLAYED_RECORDS: &str = "switchboard_replayed_records_total";
     pub const STORE_DISK_BYTES: &str = "switchboard_store_disk_bytes";
+    pub const STORE_HEALTHY: &str = "switchboard_store_healthy";
+    pub const STORE_REOPENS: &str = "switchboard_store_reopens_total";
     pub const CONVERSATIONS: &str = "switchboard_conversations";
     pub const CUSTOMERS: &str = "switchboard_customers";
     pub const READY: &str = "switchboard_ready";
@@ -120,6 +122,8 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: CHECKPOINT_ERRORS, kind: C, unit: Unit::Count, labels: &[], help: "Checkpoints that failed (the previous checkpoint stays in force)." },
     MetricDef { name: REPLAYED_RECORDS, kind: C, unit: Unit::Count, labels: &[], help: "Journal records replayed at start-up." },
     MetricDef { name: STORE_DISK_BYTES, kind: G, unit: Unit::Bytes, labels: &[], help: "Bytes sled uses on disk." },
+    MetricDef { name: STORE_HEALTHY, kind: G, unit: Unit::Count, labels: &[], help: "1 unless a store write failed (the store is then reopened in place once the disk takes writes again)." },
+    MetricDef { name: STORE_REOPENS, kind: C, unit: Unit::Count, labels: &["outcome"], help: "Attempts to reopen the store in place after a write failure, by outcome (ok, failed)." },
     MetricDef { name: CONVERSATIONS, kind: G, unit: Unit::Count, labels: &[], help: "Conversations held in memory across shards." },
     MetricDef { name: CUSTOMERS, kind: G, unit: Unit::Count, labels: &[], help: "Customers known." },
     MetricDef { name: READY, kind: G, unit: Unit::Count, labels: &[], help: "1 once start-up replay finished and webhooks are accepted." },

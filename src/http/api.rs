@@ -11,6 +11,7 @@ use crate::outbound::request::SendRequest;
 use crate::outbound::{Destination, Refusal};
 use crate::pipeline::Pipeline;
 use crate::query::{Queries, QueryError};
+use crate::store::StoreError;
 
 /// Query-string parameters, decoded.
 #[derive(Debug, Default)]
@@ -48,6 +49,20 @@ fn render<T: serde::Serialize>(result: Result<T, QueryError>) -> Response<Body> 
         ),
         Err(e @ QueryError::Invalid { .. }) => {
             error(StatusCode::BAD_REQUEST, "invalid_parameter", e)
+        }
+        // sled cannot read pages it would have to rewrite (consolidate)
+        // after a write failed (a full disk), until the daemon reopens it:
+        // temporary, so 503 and retry rather than 500.
+        Err(e @ QueryError::Store(StoreError::Sled(sled::Error::Io(_)))) => {
+            tracing::warn!(error = %e, "read failed: the store cannot be read right now");
+            retry_after(
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store cannot be read right now (see the daemon log); retry",
+                ),
+                5,
+            )
         }
         Err(e @ (QueryError::Store(_) | QueryError::Journal(_) | QueryError::Record(_))) => {
             tracing::error!(error = %e, "read failed");

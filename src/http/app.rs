@@ -4,11 +4,15 @@
 //! Invariants: every error leaves as `{"error":{"code","message"}}` with a
 //! fitting status and is counted; nothing a client sends can panic a handler;
 //! the read API requires the admin bearer token; webhooks and the API answer
-//! 503 `not_ready` until start-up replay finished.
+//! 503 `not_ready` until start-up replay finished (and while the store is
+//! being reopened after a write failure); webhooks answer 503
+//! `storage_unavailable` while the journal or the store cannot write.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -32,13 +36,17 @@ pub struct WebhookSettings {
 }
 
 /// What the handlers need once start-up has finished.
+#[derive(Clone)]
 pub struct Core {
     pub ingest: Ingest,
     pub outbound: Arc<Outbound>,
 }
 
 pub struct App {
-    core: OnceLock<Core>,
+    /// The running core; `None` before start-up finished and while the
+    /// store is being reopened.
+    core: RwLock<Option<Core>>,
+    /// Start-up finished and no stop requested.
     ready: AtomicBool,
     pub(crate) auth: AdminAuth,
     pub(crate) webhook: WebhookSettings,
@@ -172,36 +180,52 @@ fn route(method: &Method, path: &str) -> Route {
 impl App {
     pub fn new(auth: AdminAuth, webhook: WebhookSettings) -> App {
         App {
-            core: OnceLock::new(),
+            core: RwLock::new(None),
             ready: AtomicBool::new(false),
             auth,
             webhook,
         }
     }
 
-    /// Start-up finished: webhooks and the API are served from now on.
+    /// Start-up (or a reopen of the store) finished: webhooks and the API
+    /// are served by `core` from now on.
     pub fn set_ready(&self, core: Core) {
-        let _ = self.core.set(core);
+        *self.core.write() = Some(core);
         self.ready.store(true, Ordering::Release);
         metrics::gauge!(names::READY).set(1.0);
     }
 
-    /// Shutting down (or a fatal fault): readiness goes false.
+    /// Shutting down: readiness goes false (requests in flight finish).
     pub fn set_unready(&self) {
         self.ready.store(false, Ordering::Release);
         metrics::gauge!(names::READY).set(0.0);
     }
 
+    /// The core is about to be stopped and opened again: webhooks and the
+    /// API answer 503 `not_ready` until the next [`App::set_ready`].
+    pub fn withdraw_core(&self) {
+        self.core.write().take();
+        metrics::gauge!(names::READY).set(0.0);
+    }
+
+    /// Start-up finished, no stop requested, and a core installed (says
+    /// nothing about whether storage can write).
+    pub(crate) fn serving(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && self.core.read().is_some()
+    }
+
+    /// Ready, and both the journal and the store can write.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
             && self
                 .core
-                .get()
-                .is_some_and(|c| c.ingest.journal().healthy())
+                .read()
+                .as_ref()
+                .is_some_and(|c| storage_writable(&c.ingest))
     }
 
-    pub(crate) fn ingest(&self) -> Option<&Ingest> {
-        self.core.get().map(|c| &c.ingest)
+    pub(crate) fn ingest(&self) -> Option<Ingest> {
+        self.core.read().as_ref().map(|c| c.ingest.clone())
     }
 
     pub async fn handle(
@@ -221,7 +245,7 @@ impl App {
                     error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "not_ready",
-                        "starting, shutting down, or the journal cannot write",
+                        "starting, shutting down, or the journal or the store cannot write",
                     )
                 }
             }
@@ -268,11 +292,11 @@ impl App {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
-        let Some(core) = self.core.get() else {
+        let Some(core) = self.core.read().clone() else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
-                "start-up replay has not finished",
+                "start-up replay has not finished, or the store is being reopened",
             );
         };
         let params = api::Params::parse(req.uri().query());
@@ -297,7 +321,7 @@ impl App {
                     Route::ConversationSend(id) => Some(id.as_str()),
                     _ => None,
                 };
-                api::send(core, conv, &body, "admin").await
+                api::send(&core, conv, &body, "admin").await
             }
             _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
         }
@@ -306,6 +330,11 @@ impl App {
 
 /// API request bodies are small JSON objects.
 const API_MAX_BODY: usize = 256 * 1024;
+
+/// The journal and the store both take writes.
+pub(crate) fn storage_writable(ingest: &Ingest) -> bool {
+    ingest.journal().healthy() && ingest.pipeline().store().healthy()
+}
 
 fn status_class(status: StatusCode) -> &'static str {
     match status.as_u16() {

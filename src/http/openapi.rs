@@ -86,7 +86,7 @@ fn api_get(summary: &str, params: Vec<Value>, response: Value) -> Value {
             "400": err("A parameter is invalid."),
             "401": err("Missing or wrong bearer token."),
             "404": err("Not found."),
-            "503": err("Not ready yet.")
+            "503": err("Not ready yet, the store is being reopened, or it cannot be read right now; retry (see Retry-After).")
         }
     }})
 }
@@ -151,7 +151,7 @@ pub fn document() -> Value {
         },
         "paths": {
             "/healthz": {"get": {"summary": "Liveness.", "responses": {"200": ok(object(json!({"status": string()})), "Alive.")}}},
-            "/readyz": {"get": {"summary": "Readiness: start-up replay finished and the journal can write.", "responses": {
+            "/readyz": {"get": {"summary": "Readiness: start-up replay finished and the journal and the store can write.", "responses": {
                 "200": ok(object(json!({"status": string()})), "Ready."),
                 "503": err("Not ready.")
             }}},
@@ -179,7 +179,7 @@ pub fn document() -> Value {
                         "401": err("Missing, malformed or wrong signature."),
                         "408": err("The body did not arrive in time."),
                         "413": err("Body larger than server.max_body_bytes."),
-                        "503": err("Not ready, overloaded or the journal cannot write; retry (see Retry-After).")
+                        "503": err("Not ready, overloaded, or the journal or the store cannot write; retry (see Retry-After).")
                     }
                 }
             },

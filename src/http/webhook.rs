@@ -89,7 +89,7 @@ pub fn verify(app: &App, req: &Request<Incoming>) -> Response<Body> {
 /// `POST /webhooks/whatsapp`: authenticate, parse, make durable, apply, 200.
 pub async fn receive(app: &App, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let (Some(ingest), true) = (app.ingest(), app.is_ready()) else {
+    let (Some(ingest), true) = (app.ingest(), app.serving()) else {
         let resp = error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
@@ -97,6 +97,17 @@ pub async fn receive(app: &App, req: Request<Incoming>) -> Response<Body> {
         );
         return counted("POST", "not_ready", retry_after(resp, 5));
     };
+    // Nothing is journaled while the journal or the store cannot write (a
+    // full disk, say): the journal probes by itself and the daemon reopens
+    // the store, so this clears without any request getting through.
+    if !super::app::storage_writable(&ingest) {
+        let resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the journal or the store cannot write (disk full?); retry",
+        );
+        return counted("POST", "storage_unavailable", retry_after(resp, 5));
+    }
     let (parts, body) = match read_body(
         req,
         app.webhook.max_body_bytes,
