@@ -5,10 +5,12 @@ mod harness;
 
 mod api;
 mod bad_input;
+mod clock;
 mod crash;
 mod dedupe;
 mod disk_full;
 mod fixtures;
+mod hostile;
 mod lifecycle;
 mod signature;
 mod statuses;
