@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use parking_lot::RwLock;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -27,7 +28,8 @@ use crate::pipeline::ingest::Ingest;
 use crate::telemetry::names;
 use crate::whatsapp::AppKeys;
 
-/// What the webhook endpoint needs to authenticate deliveries.
+/// What the webhook endpoint needs to authenticate deliveries. Replaced whole
+/// on a config reload; a request uses the settings it started with.
 pub struct WebhookSettings {
     pub keys: AppKeys,
     pub verify_tokens: Vec<Secret>,
@@ -49,7 +51,7 @@ pub struct App {
     /// Start-up finished and no stop requested.
     ready: AtomicBool,
     pub(crate) auth: AdminAuth,
-    pub(crate) webhook: WebhookSettings,
+    webhook: ArcSwap<WebhookSettings>,
 }
 
 /// Every route, as the OpenAPI document names it (kept equal by a test).
@@ -183,8 +185,23 @@ impl App {
             core: RwLock::new(None),
             ready: AtomicBool::new(false),
             auth,
-            webhook,
+            webhook: ArcSwap::from_pointee(webhook),
         }
+    }
+
+    /// The webhook settings in force (keep them for the whole request).
+    pub fn webhook(&self) -> Arc<WebhookSettings> {
+        self.webhook.load_full()
+    }
+
+    /// A config reload: later requests authenticate with `settings`.
+    pub fn set_webhook(&self, settings: WebhookSettings) {
+        self.webhook.store(Arc::new(settings));
+    }
+
+    /// The outbound service of the running core, if any.
+    pub fn outbound(&self) -> Option<Arc<Outbound>> {
+        self.core.read().as_ref().map(|c| c.outbound.clone())
     }
 
     /// Start-up (or a reopen of the store) finished: webhooks and the API
@@ -313,7 +330,7 @@ impl App {
             Route::NumberResume(id) => api::resume(core.outbound.dispatcher(), &id),
             Route::Send | Route::ConversationSend(_) => {
                 let (_, body) =
-                    match read_body(req, API_MAX_BODY, self.webhook.body_read_timeout).await {
+                    match read_body(req, API_MAX_BODY, self.webhook().body_read_timeout).await {
                         Ok(read) => read,
                         Err(refused) => return refused.response,
                     };

@@ -12,6 +12,7 @@ mod disk_full;
 mod fixtures;
 mod hostile;
 mod lifecycle;
+mod reload;
 mod signature;
 mod statuses;
 mod torn_journal;
