@@ -6,7 +6,9 @@
 //! number added to the file is managed (its webhooks are routed, it can
 //! send); the sensitive-word list is read again; a new TLS handshake gets the
 //! new certificate while a connection opened before keeps its own and keeps
-//! working; a changed restart-only key is reported and ignored. A broken
+//! working; a webhook in flight across the reload completes under the
+//! settings it started with; a changed restart-only key is reported and
+//! ignored. A broken
 //! config (through `switchboard reload`) is rejected naming file, line and
 //! key, changes nothing, and shows in the metrics; fixing it and reloading
 //! again works.
@@ -157,6 +159,24 @@ async fn sighup_swaps_secrets_numbers_terms_and_certificate_and_a_bad_config_cha
     let mut held = d.tls_stream().await;
     let held_leaf = leaf(&held);
     assert!(healthz_on(&mut held).await.contains("200"));
+    // A webhook in flight across the reload: headers and half its body
+    // now, signed with the old secret; the rest after the reload.
+    let mut in_flight = d.tls_stream().await;
+    let slow = text_body(
+        NUMBER,
+        "15557770002",
+        "wamid.RELOAD.SLOW",
+        t + 5,
+        "in flight",
+    );
+    let head = format!(
+        "POST /webhooks/whatsapp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-hub-signature-256: {}\r\n\r\n",
+        slow.len(),
+        switchboard::whatsapp::sign(APP_SECRET.as_bytes(), &slow)
+    );
+    in_flight.write_all(head.as_bytes()).await.unwrap();
+    in_flight.write_all(&slow[..slow.len() / 2]).await.unwrap();
+    in_flight.flush().await.unwrap();
 
     // The new config: rotated secret, new ceiling, an added number, a new
     // term, a certificate from another CA, and a restart-only change.
@@ -238,6 +258,23 @@ async fn sighup_swaps_secrets_numbers_terms_and_certificate_and_a_bad_config_cha
     // ...and the connection opened before keeps its own and keeps working.
     assert!(healthz_on(&mut held).await.contains("200"));
     assert_eq!(leaf(&held), held_leaf);
+    // The webhook that was in flight finishes under the settings it
+    // started with: acknowledged although its secret is no longer valid.
+    in_flight.write_all(&slow[slow.len() / 2..]).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), in_flight.read(&mut buf))
+            .await
+            .expect("an answer to the webhook in flight")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    d.get_ok(&format!("/api/v1/messages/{}", enc("wamid.RELOAD.SLOW")))
+        .await;
     // The restart-only change is reported, and ignored.
     let log = d.log();
     assert!(
