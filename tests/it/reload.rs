@@ -11,7 +11,8 @@
 //! ignored. A broken
 //! config (through `switchboard reload`) is rejected naming file, line and
 //! key, changes nothing, and shows in the metrics; fixing it and reloading
-//! again works.
+//! again works, and a number removed from the file is no longer managed
+//! (its webhooks are unrouted).
 
 use std::process::Command;
 use std::time::Duration;
@@ -331,14 +332,36 @@ async fn sighup_swaps_secrets_numbers_terms_and_certificate_and_a_bad_config_cha
     assert_eq!(ceiling(&d, ADDED).await, Some(3.0));
     assert_eq!(new_leaf, handshake(&d, &new_ca).await.unwrap());
 
-    // Fixed: the command reports success, the metric recovers, and the
-    // number the broken config would have changed now changes.
+    // Fixed (and a number removed): the command reports success, the
+    // metric recovers, the ceiling the broken config would have changed
+    // now changes, and the removed number is no longer managed.
     edit(&cfg, "app = \"nope\"", "app = \"main\"");
+    let removed = "100000000000002";
+    edit(
+        &cfg,
+        &format!(
+            "[[numbers]]\nphone_number_id = \"{removed}\"\ndisplay_phone_number = \"15550100002\"\napp = \"main\"\naccess_token = \"{}\"\nmax_per_second = 5\n",
+            token_for(removed)
+        ),
+        "",
+    );
     let (code, out) = reload_command(&d).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("reloaded"), "{out}");
     assert!(out.contains("send limits changed"), "{out}");
+    assert!(
+        out.contains(&format!("numbers removed: {removed}")),
+        "{out}"
+    );
     assert_eq!(ceiling(&d, NUMBER).await, Some(20.0));
+    assert_eq!(ceiling(&d, removed).await, None);
+    let unrouted = d.metric("switchboard_unrouted_updates_total", &[]).await;
+    let body = text_body(removed, "15557770004", "wamid.RELOAD.6", t + 6, "gone");
+    assert_eq!(d.post_signed(NEW_SECRET, &body).await, StatusCode::OK);
+    assert_eq!(
+        d.metric("switchboard_unrouted_updates_total", &[]).await,
+        unrouted + 1.0
+    );
     assert_eq!(reloads(&d, "ok").await, 2.0);
     assert_eq!(
         d.metric("switchboard_config_last_reload_success", &[])
