@@ -13,7 +13,7 @@
 //!
 //! The test raises RLIMIT_NOFILE for itself (the daemon child inherits it).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,8 +143,9 @@ async fn idle_slow_and_half_open_clients_are_cut_while_webhooks_are_served() {
 
     // The well-behaved client: one signed webhook after another.
     let poster = d.poster();
+    let acked_so_far = Arc::new(AtomicUsize::new(0));
     let good = {
-        let attack = attack.clone();
+        let (attack, acked_so_far) = (attack.clone(), acked_so_far.clone());
         tokio::spawn(async move {
             let mut acked = 0usize;
             let mut slowest = Duration::ZERO;
@@ -167,6 +168,7 @@ async fn idle_slow_and_half_open_clients_are_cut_while_webhooks_are_served() {
                     "webhook {acked} not acknowledged within {ACK_DEADLINE:?} under attack"
                 );
                 slowest = slowest.max(took);
+                acked_so_far.store(acked, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             (acked, slowest)
@@ -310,8 +312,15 @@ async fn idle_slow_and_half_open_clients_are_cut_while_webhooks_are_served() {
         "only {active} connections active with {IDLE_CONNECTIONS} idle ones open"
     );
 
-    // Keep the waves and the webhooks going a little longer, then stop.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Keep the waves and the webhooks going while all idle connections are
+    // held, until a few more webhooks were acknowledged, then stop.
+    let acked_at_full = acked_so_far.load(Ordering::Relaxed);
+    eventually(
+        "webhooks acknowledged while 2,000 idle connections are held",
+        IDLE - opened_in - EARLY,
+        || async { (acked_so_far.load(Ordering::Relaxed) >= acked_at_full + 5).then_some(()) },
+    )
+    .await;
     attack.store(false, Ordering::Relaxed);
     let (acked, slowest) = good.await.unwrap();
     half_open.await.unwrap();
@@ -338,7 +347,7 @@ async fn idle_slow_and_half_open_clients_are_cut_while_webhooks_are_served() {
     assert!(count("half-open handshake") >= HALF_OPEN_AT_ONCE);
     assert!(count("slow header") >= SLOW_HEADER_AT_ONCE);
     assert!(
-        acked >= 50,
+        acked >= 10,
         "the well-behaved client was served {acked} times"
     );
 
