@@ -681,15 +681,32 @@ async fn reload_config(live: &mut Live, state: &CoreState) {
         changes.push(format!("sensitive-word list kept: {e}"));
     }
     if let CoreState::Running(core) = state {
+        // What the store holds for numbers that are new here: read off the
+        // runtime (an outbox may hold many unsent messages).
         let store = core.pipeline.store().clone();
-        let persisted = store.load_numbers().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "reading persisted number records; new numbers start from zero");
-            Vec::new()
-        });
-        let numbers = core
-            .pipeline
-            .numbers()
-            .reconfigure(number_infos(&resolved), persisted);
+        let numbers = core.pipeline.numbers().clone();
+        let adds = resolved
+            .config
+            .numbers
+            .iter()
+            .any(|n| !numbers.is_managed(&n.phone_number_id));
+        let (persisted, pending) = tokio::task::spawn_blocking(move || {
+            if !adds {
+                return (Vec::new(), Vec::new());
+            }
+            let persisted = store.load_numbers().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading persisted number records; added numbers start from zero");
+                Vec::new()
+            });
+            let pending = store.all_pending().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading unsent messages of the added numbers; they are sent after a restart");
+                Vec::new()
+            });
+            (persisted, pending)
+        })
+        .await
+        .unwrap_or_default();
+        let numbers = numbers.reconfigure(number_infos(&resolved), persisted);
         for (what, ids) in [
             ("numbers added", &numbers.added),
             ("numbers removed", &numbers.removed),
@@ -702,12 +719,7 @@ async fn reload_config(live: &mut Live, state: &CoreState) {
         if let Some(outbound) = &core.outbound {
             let lanes = outbound
                 .dispatcher()
-                .reconfigure(&sending_numbers(&resolved), || {
-                    store.all_pending().unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "reading unsent messages for the added numbers; they are sent after a restart");
-                        Vec::new()
-                    })
-                });
+                .reconfigure(&sending_numbers(&resolved), || pending);
             for (what, ids) in [
                 ("send limits changed", &lanes.limits),
                 ("access tokens changed", &lanes.tokens),
