@@ -84,6 +84,18 @@ async fn ceiling(d: &Daemon, number: &str) -> Option<f64> {
         .map(|n| n["sending"]["ceiling_per_second"].as_f64().unwrap())
 }
 
+async fn paused(d: &Daemon, number: &str) -> bool {
+    let v = d.get_ok("/api/v1/numbers").await;
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["phone_number_id"] == number)
+        .unwrap()["sending"]["paused"]
+        .as_bool()
+        .unwrap()
+}
+
 async fn reloads(d: &Daemon, result: &str) -> f64 {
     d.metric("switchboard_config_reloads_total", &[("result", result)])
         .await
@@ -370,4 +382,82 @@ async fn sighup_swaps_secrets_numbers_terms_and_certificate_and_a_bad_config_cha
     );
     assert!(d.running());
     assert!(!d.log().contains("panicked"));
+}
+
+/// A rotated access token: the platform refuses the old one (190, the number
+/// pauses); after the config names the new token and the daemon reloads, a
+/// resume sends the waiting message with the new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_access_token_is_used_by_the_next_send() {
+    use switchboard::sim::graph::{SimConfig, SimNumber, Simulator, WindowEnforcement};
+    const ROTATED: &str = "token-rotated-by-the-platform";
+    let sim = Simulator::start(SimConfig {
+        numbers: vec![SimNumber::new(NUMBER, "15550100001", ROTATED)],
+        window: WindowEnforcement::Off,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let d = Daemon::start_with(Options {
+        send_ceiling: Some(10.0),
+        extra_config: format!("[whatsapp]\ngraph_api_base = {:?}\n", sim.base_url()),
+        ..Default::default()
+    })
+    .await;
+    let customer = "15557770009";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    d.post_ok(&text_body(NUMBER, customer, "wamid.TOKEN.1", now, "hello"))
+        .await;
+    let (status, v) = d
+        .api_post(
+            "/api/v1/messages",
+            &json!({"number_id": NUMBER, "to": customer, "type": "text", "text": "hi there"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    eventually(
+        "the old token refused and the number paused",
+        Duration::from_secs(20),
+        || async { paused(&d, NUMBER).await.then_some(()) },
+    )
+    .await;
+    assert!(sim.sends().is_empty());
+
+    edit(
+        &d.config_path(),
+        &format!("access_token = \"{}\"", token_for(NUMBER)),
+        &format!("access_token = \"{ROTATED}\""),
+    );
+    d.sighup();
+    eventually("the reload", Duration::from_secs(20), || async {
+        (reloads(&d, "ok").await == 1.0).then_some(())
+    })
+    .await;
+    let (status, v) = d
+        .api_post(&format!("/api/v1/numbers/{NUMBER}/resume"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let sent = eventually(
+        "the send with the new token",
+        Duration::from_secs(20),
+        || async {
+            let sends = sim.sends();
+            (!sends.is_empty()).then_some(sends)
+        },
+    )
+    .await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].recipient, customer);
+    assert!(!paused(&d, NUMBER).await);
+    let status: Value =
+        serde_json::from_slice(&std::fs::read(d.data_dir().join("reload-status.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        status["changes"],
+        json!([format!("access tokens changed: {NUMBER}")]),
+        "{status}"
+    );
 }
