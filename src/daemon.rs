@@ -36,8 +36,9 @@ use crate::http::server::{serve, Limits};
 use crate::http::tls::{load_or_generate, TlsSource};
 use crate::journal::{Journal, JournalConfig, JournalHandle, JournalReader};
 use crate::outbound::dispatcher::Dispatcher;
+use crate::outbound::filter::{FilterSet, WatcherGuard};
 use crate::outbound::graph::GraphClient;
-use crate::outbound::{NoTerms, Outbound, TermCheck};
+use crate::outbound::{Outbound, TermCheck};
 use crate::pipeline::checkpoint::{self, Checkpointer};
 use crate::pipeline::ingest::{self, Ingest, IngestCtx, ShardSink};
 use crate::pipeline::numbers::{NumberInfo, Numbers};
@@ -183,13 +184,13 @@ fn start_core(resolved: &Resolved) -> Result<Spine, DaemonError> {
 impl Spine {
     /// Starts the outbound dispatchers on this core and returns what the
     /// handlers serve from.
-    fn serve(&mut self, resolved: &Resolved) -> Result<Core, DaemonError> {
+    fn serve(&mut self, resolved: &Resolved, terms: &Arc<FilterSet>) -> Result<Core, DaemonError> {
         let ingest = Ingest::new(
             self.pipeline.clone(),
             self.journal.appender(),
             resolved.config.server.ingest_timeout,
         );
-        let outbound = start_outbound(resolved, self, ingest.clone())?;
+        let outbound = start_outbound(resolved, self, ingest.clone(), terms.clone())?;
         self.outbound = Some(outbound.clone());
         Ok(Core { ingest, outbound })
     }
@@ -281,6 +282,7 @@ fn start_outbound(
     resolved: &Resolved,
     core: &Spine,
     ingest: Ingest,
+    terms: Arc<dyn TermCheck>,
 ) -> Result<Arc<Outbound>, DaemonError> {
     let w = &resolved.config.whatsapp;
     let graph = GraphClient::new(
@@ -304,8 +306,21 @@ fn start_outbound(
         resolved.config.outbound.clone(),
     );
     dispatcher.start(core.pipeline.store().all_pending()?);
-    let terms: Arc<dyn TermCheck> = Arc::new(NoTerms);
     Ok(Arc::new(Outbound::new(ingest, dispatcher, terms)))
+}
+
+/// The sensitive-word list (empty without a file), watched for edits.
+fn sensitive_words(
+    cfg: &crate::config::OutboundConfig,
+) -> Result<(Arc<FilterSet>, WatcherGuard), DaemonError> {
+    let filters = Arc::new(
+        FilterSet::new(cfg.filter_file.clone())
+            .map_err(|e| DaemonError::Outbound(e.to_string()))?,
+    );
+    let watcher = filters
+        .spawn_watcher(cfg.filter_reload_interval)
+        .map_err(|e| DaemonError::Outbound(format!("starting the filter watcher: {e}")))?;
+    Ok((filters, watcher))
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -318,6 +333,7 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
         source,
     })?;
     let metrics = crate::telemetry::install_metrics()?;
+    let (filters, _filter_watcher) = sensitive_words(&cfg.outbound)?;
 
     let listener = bind(cfg.server.listen).await?;
     let https_addr = listener.local_addr().map_err(|source| DaemonError::Bind {
@@ -420,7 +436,7 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
     let mut core = core;
     let served = match stop {
         Some(_) => None,
-        None => Some(core.serve(&resolved)),
+        None => Some(core.serve(&resolved, &filters)),
     };
     let mut state = CoreState::Running(core);
     let sig = match (stop, served) {
@@ -437,7 +453,7 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
             }
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             tracing::info!(%https_addr, metrics = ?metrics_addr, "ready");
-            supervise(&app, &resolved, &mut state, &mut signals).await
+            supervise(&app, &resolved, &filters, &mut state, &mut signals).await
         }
     };
     tracing::info!(signal = sig, "shutting down");
@@ -499,6 +515,7 @@ impl CoreState {
 async fn supervise(
     app: &Arc<App>,
     resolved: &Resolved,
+    filters: &Arc<FilterSet>,
     state: &mut CoreState,
     signals: &mut StopSignals,
 ) -> &'static str {
@@ -561,7 +578,7 @@ async fn supervise(
             .map_err(|e| DaemonError::Join(e.to_string()))
             .and_then(|started| started);
         match attempt {
-            Ok(mut core) => match core.serve(resolved) {
+            Ok(mut core) => match core.serve(resolved, filters) {
                 Ok(served) => {
                     metrics::counter!(names::STORE_REOPENS, "outcome" => "ok").increment(1);
                     app.set_ready(served);

@@ -32,15 +32,6 @@ pub trait TermCheck: Send + Sync {
     fn blocked_term(&self, text: &str) -> Option<String>;
 }
 
-/// No terms configured.
-pub struct NoTerms;
-
-impl TermCheck for NoTerms {
-    fn blocked_term(&self, _text: &str) -> Option<String> {
-        None
-    }
-}
-
 /// Why a message was not queued.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
