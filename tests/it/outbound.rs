@@ -497,10 +497,23 @@ async fn a_known_ceiling_is_never_exceeded() {
         ..RigOptions::default()
     })
     .await;
-    for i in 0..MESSAGES {
-        rig.queue(template(N1, &format!("8210666{i:05}"), "order_update"))
-            .await;
-    }
+    // One batch, one durable write; each message is judged on its own.
+    let mut messages: Vec<Value> = (0..MESSAGES)
+        .map(|i| template(N1, &format!("8210666{i:05}"), "order_update"))
+        .collect();
+    messages.insert(7, text(N1, "821066600007", "no window"));
+    let (status, v) = rig
+        .daemon
+        .api_post("/api/v1/messages/batch", &json!({ "messages": messages }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), MESSAGES as usize + 1);
+    assert_eq!(items[7]["error"]["code"], "window_closed", "{}", items[7]);
+    let ids: Vec<&str> = items.iter().filter_map(|i| i["id"].as_str()).collect();
+    assert_eq!(ids.len(), MESSAGES as usize);
+    let queued = rig.message(ids[42]).await;
+    assert_eq!(queued["message"]["priority"], "campaign", "{queued}");
     rig.wait_accepted(N1, MESSAGES).await;
     let stats = rig.sim.stats().numbers[N1].clone();
     assert!(stats.max_accepted_per_second <= 25, "{stats:?}");
