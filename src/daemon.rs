@@ -346,6 +346,11 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
         source,
     })?;
     let metrics = crate::telemetry::install_metrics()?;
+    // The sensitive-word list (empty without a file), watched for edits.
+    let terms = Arc::new(Terms::start(
+        cfg.outbound.filter_file.clone(),
+        cfg.outbound.filter_reload_interval,
+    )?);
 
     let listener = bind(cfg.server.listen).await?;
     let https_addr = listener.local_addr().map_err(|source| DaemonError::Bind {
@@ -371,10 +376,6 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
         println!("switchboard: admin API token (shown only this once): {token}");
     }
     let app = Arc::new(App::new(auth, reload::webhook_settings(&resolved)));
-    let terms = Arc::new(Terms::start(
-        cfg.outbound.filter_file.clone(),
-        cfg.outbound.filter_reload_interval,
-    )?);
     reload::init_metrics();
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -66,6 +66,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/conversations/{id}/messages"),
     ("POST", "/api/v1/conversations/{id}/messages"),
     ("POST", "/api/v1/messages"),
+    ("POST", "/api/v1/messages/batch"),
     ("GET", "/api/v1/messages/{id}"),
     ("GET", "/api/v1/customers/{id}"),
     ("GET", "/api/v1/numbers"),
@@ -85,6 +86,7 @@ enum Route {
     ConversationMessages(String),
     ConversationSend(String),
     Send,
+    SendBatch,
     Message(String),
     Customer(String),
     Numbers,
@@ -108,6 +110,7 @@ impl Route {
             Route::ConversationMessages(_) => "conversation_messages",
             Route::ConversationSend(_) => "conversation_send",
             Route::Send => "send",
+            Route::SendBatch => "send_batch",
             Route::Message(_) => "message",
             Route::Customer(_) => "customer",
             Route::Numbers => "numbers",
@@ -165,6 +168,8 @@ fn route(method: &Method, path: &str) -> Route {
             Some(_) => Route::MethodNotAllowed("GET, HEAD, POST"),
         },
         ["api", "v1", "messages"] => post(Route::Send),
+        // Message ids are wamids or `o<n>`, never "batch".
+        ["api", "v1", "messages", "batch"] => post(Route::SendBatch),
         ["api", "v1", "messages", m] => get_id(m, Route::Message),
         ["api", "v1", "customers", c] => get_id(c, Route::Customer),
         ["api", "v1", "numbers"] => get(Route::Numbers),
@@ -340,6 +345,14 @@ impl App {
                 };
                 api::send(&core, conv, &body, "admin").await
             }
+            Route::SendBatch => {
+                let (_, body) =
+                    match read_body(req, BATCH_MAX_BODY, self.webhook().body_read_timeout).await {
+                        Ok(read) => read,
+                        Err(refused) => return refused.response,
+                    };
+                api::send_batch(&core, &body, "admin").await
+            }
             _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
         }
     }
@@ -347,6 +360,8 @@ impl App {
 
 /// API request bodies are small JSON objects.
 const API_MAX_BODY: usize = 256 * 1024;
+/// A batch holds up to [`api::MAX_BATCH`] messages.
+const BATCH_MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// The journal and the store both take writes.
 pub(crate) fn storage_writable(ingest: &Ingest) -> bool {

@@ -428,26 +428,6 @@ impl Daemon {
         .0
     }
 
-    /// POST JSON to an API path with the admin token.
-    pub async fn api_post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let auth = format!("Bearer {ADMIN_TOKEN}");
-        let (status, _, bytes) = self
-            .raw(
-                Method::POST,
-                path,
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/json"),
-                ],
-                serde_json::to_vec(body).unwrap(),
-            )
-            .await;
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
@@ -514,6 +494,29 @@ impl Daemon {
             .request(method, path, headers, body)
             .await
             .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// POST JSON to an API path with the admin token.
+    pub async fn api_post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let (status, _, bytes) = self
+            .raw(
+                Method::POST,
+                path,
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                serde_json::to_vec(body).unwrap(),
+            )
+            .await;
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    /// The CA that signed the daemon's self-signed certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir().join("tls/ca.pem")
     }
 
     /// GET an API path with the admin token.

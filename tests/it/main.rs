@@ -12,6 +12,7 @@ mod disk_full;
 mod fixtures;
 mod hostile;
 mod lifecycle;
+mod outbound;
 mod reload;
 mod signature;
 mod statuses;
