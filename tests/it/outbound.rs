@@ -408,13 +408,16 @@ async fn a_refused_token_pauses_the_number_until_resumed() {
         (n["sending"]["paused"] == true).then_some(())
     })
     .await;
-    let alerts = d.get_all("/api/v1/alerts").await;
-    assert!(
+    // The number pauses first (no further sends), then the alert is
+    // journaled: await it.
+    eventually("the token_expired alert", DEADLINE, || async {
+        let alerts = d.get_all("/api/v1/alerts").await;
         alerts
             .iter()
-            .any(|a| a["kind"] == "token_expired" && a["number_id"] == N1),
-        "{alerts:?}"
-    );
+            .any(|a| a["kind"] == "token_expired" && a["number_id"] == N1)
+            .then_some(())
+    })
+    .await;
     // Later messages wait too; the other numbers are not affected.
     let second = rig
         .queue(template(N1, "821012340002", "order_update"))
