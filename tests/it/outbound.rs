@@ -609,3 +609,40 @@ async fn early_duplicated_and_reordered_statuses_settle_monotonically() {
     assert!(hooks.sent_before_response > 0, "{hooks:?}");
     assert_eq!(rig.sim.stats().numbers[N2].accepted, 12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flagged_number_sends_at_a_quarter_of_its_ceiling() {
+    let rig = Rig::start(RigOptions {
+        ceiling: 40.0,
+        ..RigOptions::default()
+    })
+    .await;
+    let d = &rig.daemon;
+    let ceiling = |numbers: &Value| {
+        numbers["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["phone_number_id"] == N1)
+            .map(|n| n["sending"]["ceiling_per_second"].as_f64().unwrap())
+            .unwrap()
+    };
+    assert_eq!(ceiling(&d.get_ok("/api/v1/numbers").await), 40.0);
+    d.post_ok(&fixture("crafted/quality_update_flagged.json"))
+        .await;
+    let messages: Vec<Value> = (0..30)
+        .map(|i| template(N1, &format!("8210999{i:05}"), "order_update"))
+        .collect();
+    // The lane picks the quality event up before its next send.
+    eventually("the ceiling cut to a quarter", DEADLINE, || async {
+        (ceiling(&d.get_ok("/api/v1/numbers").await) == 10.0).then_some(())
+    })
+    .await;
+    let (status, v) = d
+        .api_post("/api/v1/messages/batch", &json!({ "messages": messages }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    rig.wait_accepted(N1, 30).await;
+    let stats = rig.sim.stats().numbers[N1].clone();
+    assert!(stats.max_accepted_per_second <= 10, "{stats:?}");
+}
