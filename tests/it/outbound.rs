@@ -559,3 +559,93 @@ async fn the_limiter_converges_below_an_unknown_platform_limit() {
     );
     assert!(rig.sends_by_recipient().values().all(|&n| n == 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_duplicated_and_reordered_statuses_settle_monotonically() {
+    let rig = Rig::start(RigOptions {
+        sim: SimConfig {
+            statuses: StatusBehaviour {
+                sent_delay: DelayRange::ms(0, 5),
+                delivered_delay: DelayRange::ms(0, 20),
+                read_delay: DelayRange::ms(0, 20),
+                read_fraction: 1.0,
+                fail_fraction: 0.0,
+                // `sent` posted before the send's 200, half the statuses out of
+                // order, half of them twice.
+                sent_before_response_fraction: 1.0,
+                out_of_order_fraction: 0.5,
+                duplicate_fraction: 0.5,
+                ..StatusBehaviour::default()
+            },
+            ..SimConfig::default()
+        },
+        ..RigOptions::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(
+            rig.queue(template(N2, &format!("8210888{i:05}"), "order_update"))
+                .await,
+        );
+    }
+    for id in &ids {
+        // `read` may come before `delivered`: the status is `read` at once and
+        // stays so; the history fills in.
+        let m = eventually("all three statuses", DEADLINE, || async {
+            let m = rig.message(id).await;
+            (m["statuses"].as_array().unwrap().len() >= 3).then_some(m)
+        })
+        .await;
+        assert_eq!(m["status"], "read", "{m}");
+        let mut history: Vec<&str> = m["statuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["status"].as_str().unwrap())
+            .collect();
+        history.sort_unstable();
+        // Each status once, whatever order and however often it came.
+        assert_eq!(history, ["delivered", "read", "sent"], "{m}");
+    }
+    let hooks = rig.sim.stats().webhooks;
+    assert!(hooks.sent_before_response > 0, "{hooks:?}");
+    assert_eq!(rig.sim.stats().numbers[N2].accepted, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flagged_number_sends_at_a_quarter_of_its_ceiling() {
+    let rig = Rig::start(RigOptions {
+        ceiling: 40.0,
+        ..RigOptions::default()
+    })
+    .await;
+    let d = &rig.daemon;
+    let ceiling = |numbers: &Value| {
+        numbers["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["phone_number_id"] == N1)
+            .map(|n| n["sending"]["ceiling_per_second"].as_f64().unwrap())
+            .unwrap()
+    };
+    assert_eq!(ceiling(&d.get_ok("/api/v1/numbers").await), 40.0);
+    d.post_ok(&fixture("crafted/quality_update_flagged.json"))
+        .await;
+    let messages: Vec<Value> = (0..30)
+        .map(|i| template(N1, &format!("8210999{i:05}"), "order_update"))
+        .collect();
+    // The lane picks the quality event up before its next send.
+    eventually("the ceiling cut to a quarter", DEADLINE, || async {
+        (ceiling(&d.get_ok("/api/v1/numbers").await) == 10.0).then_some(())
+    })
+    .await;
+    let (status, v) = d
+        .api_post("/api/v1/messages/batch", &json!({ "messages": messages }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    rig.wait_accepted(N1, 30).await;
+    let stats = rig.sim.stats().numbers[N1].clone();
+    assert!(stats.max_accepted_per_second <= 10, "{stats:?}");
+}
