@@ -9,6 +9,7 @@ mod crash;
 mod dedupe;
 mod fixtures;
 mod lifecycle;
+mod metrics;
 mod signature;
 mod statuses;
 mod torn_journal;
