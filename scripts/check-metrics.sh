@@ -3,7 +3,9 @@
 #
 # Starts a throwaway daemon (scripts/lib/daemon.sh), posts signed fixtures of every kind
 # (messages, a status, account and preference updates, an unrouted and an invalid item, a
-# duplicate) and a few refused requests, reads the API, waits for a timed checkpoint, then
+# duplicate) and a few refused requests, reads the API, sends messages through a Graph API
+# simulator (switchboard-sim: one accepted, one refused for a closed window, one whose token
+# the simulator refuses, which pauses the number), waits for a timed checkpoint, then
 # pipes /metrics through promtool. Fails on ANY promtool output: promtool exits 0 on some
 # lint findings.
 #
@@ -42,7 +44,7 @@ expect() { # what got want
 PROMTOOL_BIN=$(find_promtool)
 echo "promtool: $("$PROMTOOL_BIN" --version 2>&1 | head -1)"
 
-sb_start
+SB_SIM=1 sb_start
 echo "daemon: pid $SB_PID, https $SB_HTTPS, metrics $SB_METRICS"
 
 FIX=$SB_ROOT/tests/fixtures/whatsapp
@@ -65,6 +67,23 @@ for path in /api/v1/conversations /api/v1/numbers "/api/v1/webhook-events?kind=a
     expect "GET $path" "$(sb_get "$path")" 200
 done
 expect "GET /api/v1/nowhere" "$(sb_get /api/v1/nowhere)" 404
+
+# Outbound: accepted by the simulator; refused (closed window); a token the simulator refuses.
+template='{"number_id":"%s","to":"15550007777","type":"template","template":{"name":"hello_world","language":"en_US"}}'
+# shellcheck disable=SC2059
+expect "send a template" "$(sb_send "$(printf "$template" 100000000000001)")" 202
+expect "send free-form outside the window" \
+    "$(sb_send '{"number_id":"100000000000001","to":"15550008888","type":"text","text":"hi"}')" 422
+curl -sS -o /dev/null -X POST "${SB_SIM_URL%/v*}/sim/numbers/100000000000002/expire-token"
+# shellcheck disable=SC2059
+expect "send with an expired token" "$(sb_send "$(printf "$template" 100000000000002)")" 202
+metric() { curl -s "http://$SB_METRICS/metrics" | awk -v m="$1" 'index($1, m) == 1 { s += $2 } END { print s + 0 }'; }
+for _ in $(seq 200); do
+    [[ $(metric 'switchboard_outbound_sends_total{result="accepted"}') -ge 1 &&
+       $(metric 'switchboard_graph_errors_total{code="190"}') -ge 1 ]] && break
+    sleep 0.1
+done
+[[ $(metric 'switchboard_graph_errors_total{code="190"}') -ge 1 ]] || sb_die "outbound sends not counted within 20 s"
 
 # One timed checkpoint after the posts (the start-up one is the first).
 for _ in $(seq 200); do
