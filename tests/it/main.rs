@@ -11,6 +11,7 @@ mod disk_full;
 mod fixtures;
 mod lifecycle;
 mod metrics;
+mod notify;
 mod signature;
 mod statuses;
 mod torn_journal;
