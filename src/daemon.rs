@@ -40,6 +40,7 @@ use crate::outbound::graph::GraphClient;
 use crate::outbound::{Outbound, TermCheck};
 use crate::pipeline::checkpoint::{self, Checkpointer};
 use crate::pipeline::ingest::{self, Ingest, IngestCtx, ShardSink};
+use crate::pipeline::liveness::{Heartbeat, Prober};
 use crate::pipeline::numbers::{NumberInfo, Numbers};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::reload::{self, ReloadStatus, Terms};
@@ -80,6 +81,8 @@ pub enum DaemonError {
     Signal(std::io::Error),
     #[error("sensitive-word list: {0}")]
     Filter(#[from] crate::outbound::filter::FilterError),
+    #[error("starting the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
 }
 
 /// How often the daemon looks at the store's health and, after a failure,
@@ -99,6 +102,72 @@ struct Spine {
     checkpointer: Checkpointer,
     /// Started once the core serves (not during a stop requested at start-up).
     outbound: Option<Arc<Outbound>>,
+    /// Liveness probes through the writer and the shards, when systemd's
+    /// watchdog is on.
+    prober: Option<(Prober, Arc<Heartbeat>)>,
+}
+
+/// The systemd watchdog, when `WatchdogSec=` is set: its period and the
+/// heartbeat the write path's probes keep up.
+#[derive(Clone)]
+struct Watchdog {
+    period: Duration,
+    heartbeat: Arc<Heartbeat>,
+}
+
+impl Watchdog {
+    fn from_env() -> Option<Watchdog> {
+        let period = sd_notify::watchdog_enabled()?;
+        Some(Watchdog {
+            period,
+            heartbeat: Heartbeat::new(),
+        })
+    }
+
+    /// Probes go through the write path several times per ping.
+    fn probe_interval(&self) -> Duration {
+        (self.period / 8).clamp(Duration::from_millis(10), Duration::from_secs(5))
+    }
+
+    /// A write path silent this long is wedged.
+    fn max_silence(&self) -> Duration {
+        self.period / 2
+    }
+
+    /// Ping `WATCHDOG=1` every quarter period while the heartbeat is alive
+    /// (or excused: start-up, store reopen, shutdown). When the journal
+    /// writer or a shard stops answering, the pings stop and systemd
+    /// restarts the daemon. Ends when `stop` is dropped.
+    fn spawn_pinger(&self) -> std::io::Result<crossbeam::channel::Sender<()>> {
+        let (stop, stop_rx) = crossbeam::channel::bounded::<()>(1);
+        let w = self.clone();
+        std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || {
+                let mut wedged = false;
+                loop {
+                    if w.heartbeat.alive(w.max_silence()) {
+                        if wedged {
+                            tracing::warn!("the write path answers its liveness probe again");
+                            wedged = false;
+                        }
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    } else if !wedged {
+                        wedged = true;
+                        tracing::error!(
+                            silent_ms = w.heartbeat.age().as_millis() as u64,
+                            "the journal writer or a shard has not answered a liveness probe: \
+                             withholding WATCHDOG=1, so systemd restarts the daemon"
+                        );
+                    }
+                    match stop_rx.recv_timeout(w.period / 4) {
+                        Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                }
+            })?;
+        Ok(stop)
+    }
 }
 
 fn number_infos(resolved: &Resolved) -> Vec<NumberInfo> {
@@ -132,7 +201,7 @@ fn sending_numbers(
 }
 
 /// Open storage, replay, and start the writer and checkpointer. Blocking.
-fn start_core(resolved: &Resolved) -> Result<Spine, DaemonError> {
+fn start_core(resolved: &Resolved, watchdog: Option<&Watchdog>) -> Result<Spine, DaemonError> {
     let cfg = &resolved.config;
     let data_dir = &cfg.storage.data_dir;
     let started = Instant::now();
@@ -179,6 +248,19 @@ fn start_core(resolved: &Resolved) -> Result<Spine, DaemonError> {
         path: data_dir.clone(),
         source,
     })?;
+    let prober = match watchdog {
+        Some(w) => Some((
+            Prober::spawn(
+                pipeline.clone(),
+                handle.appender(),
+                w.heartbeat.clone(),
+                w.probe_interval(),
+            )
+            .map_err(|e| DaemonError::Thread("liveness-probe", e))?,
+            w.heartbeat.clone(),
+        )),
+        None => None,
+    };
     tracing::info!(
         replayed,
         from,
@@ -189,6 +271,7 @@ fn start_core(resolved: &Resolved) -> Result<Spine, DaemonError> {
         "state loaded and journal replayed"
     );
     Ok(Spine {
+        prober,
         outbound: None,
         pipeline,
         journal: handle,
@@ -226,7 +309,8 @@ impl Spine {
     /// cannot be written): queued requests complete (with 503s), threads
     /// stop. The journal keeps everything acknowledged; the next start
     /// replays it from the last checkpoint.
-    fn abandon(self) {
+    fn abandon(mut self) {
+        self.stop_probing();
         drop(self.checkpointer.stop());
         if let Err(e) = self.journal.shutdown() {
             tracing::warn!(error = %e, "journal: shutdown after a store failure");
@@ -234,7 +318,16 @@ impl Spine {
         self.pipeline.stop();
     }
 
-    fn stop(self) -> Result<(), DaemonError> {
+    /// The core is about to stop on purpose: not a wedge.
+    fn stop_probing(&mut self) {
+        if let Some((prober, heartbeat)) = self.prober.take() {
+            heartbeat.set_excused(true);
+            prober.stop();
+        }
+    }
+
+    fn stop(mut self) -> Result<(), DaemonError> {
+        self.stop_probing();
         if !self.pipeline.store().healthy() {
             tracing::warn!("the store cannot write: stopping without a final checkpoint; the next start replays the journal from the last one");
             self.abandon();
@@ -419,8 +512,24 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
     let pid_file = write_pid_file(&data_dir);
     ReloadStatus::new(0, resolved.source.as_deref()).write(&data_dir);
 
+    let watchdog = Watchdog::from_env();
+    let pinger = match &watchdog {
+        Some(w) => {
+            tracing::info!(
+                period_ms = w.period.as_millis() as u64,
+                "systemd watchdog on: pinging while the write path answers liveness probes"
+            );
+            Some(
+                w.spawn_pinger()
+                    .map_err(|e| DaemonError::Thread("watchdog", e))?,
+            )
+        }
+        None => None,
+    };
     let core_resolved = resolved.clone();
-    let starting = tokio::task::spawn_blocking(move || start_core(&core_resolved));
+    let core_watchdog = watchdog.clone();
+    let starting =
+        tokio::task::spawn_blocking(move || start_core(&core_resolved, core_watchdog.as_ref()));
     tokio::pin!(starting);
     let mut stop: Option<&'static str> = None;
     // A stop request during start-up lets start-up (replay) finish, so the
@@ -461,11 +570,14 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
                 current: resolved.clone(),
                 generation: 0,
             };
-            supervise(&mut live, &mut state, &mut signals).await
+            supervise(&mut live, watchdog.as_ref(), &mut state, &mut signals).await
         }
     };
     tracing::info!(signal = sig, "shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(w) = &watchdog {
+        w.heartbeat.set_excused(true);
+    }
     app.set_unready();
     let _ = stop_tx.send(true);
     let grace = cfg.server.shutdown_timeout + Duration::from_secs(2);
@@ -489,6 +601,7 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
     if let Some(p) = pid_file {
         let _ = std::fs::remove_file(p);
     }
+    drop(pinger);
     stopped.map_err(|e| DaemonError::Join(e.to_string()))??;
     tracing::info!("stopped cleanly");
     Ok(())
@@ -535,6 +648,7 @@ struct Live {
 /// SIGHUP (see `reload`). Returns the signal's name.
 async fn supervise(
     live: &mut Live,
+    watchdog: Option<&Watchdog>,
     state: &mut CoreState,
     signals: &mut StopSignals,
 ) -> &'static str {
@@ -600,7 +714,8 @@ async fn supervise(
             continue;
         }
         let r = resolved.clone();
-        let attempt = tokio::task::spawn_blocking(move || start_core(&r))
+        let w = watchdog.cloned();
+        let attempt = tokio::task::spawn_blocking(move || start_core(&r, w.as_ref()))
             .await
             .map_err(|e| DaemonError::Join(e.to_string()))
             .and_then(|started| started);

@@ -3,7 +3,10 @@
 //!
 //! Invariants: label values come only from bounded sets (the helpers below map
 //! anything a payload controls onto a fixed list); never a customer id, wamid
-//! or phone number as a label.
+//! or phone number as a label. Process metrics (`switchboard_process_*`) are
+//! read from `/proc/self` on the metrics-upkeep thread, once at install and
+//! then every [`UPKEEP_INTERVAL`]; a file that cannot be read leaves its
+//! metric at the last value (or absent), never a made-up one.
 
 use std::time::Duration;
 
@@ -87,6 +90,11 @@ pub mod names {
     pub const JOURNAL_SEGMENTS: &str = "switchboard_journal_segments";
     pub const JOURNAL_DISK_BYTES: &str = "switchboard_journal_disk_bytes";
     pub const JOURNAL_HEALTHY: &str = "switchboard_journal_healthy";
+    pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "switchboard_process_resident_memory_bytes";
+    pub const PROCESS_OPEN_FDS: &str = "switchboard_process_open_fds";
+    pub const PROCESS_THREADS: &str = "switchboard_process_threads";
+    pub const PROCESS_CPU_SECONDS: &str = "switchboard_process_cpu_seconds_total";
+    pub const PROCESS_START_TIME_SECONDS: &str = "switchboard_process_start_time_seconds";
     // --- filter ---
     pub const FILTER_TERMS: &str = "switchboard_filter_terms";
     pub const FILTER_RELOADS: &str = "switchboard_filter_reloads_total";
@@ -151,6 +159,11 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: JOURNAL_DISK_BYTES, kind: G, unit: Unit::Bytes, labels: &[], help: "Bytes of journal segment files on disk." },
     MetricDef { name: JOURNAL_HEALTHY, kind: G, unit: Unit::Count, labels: &[], help: "1 unless the last journal group commit failed." },
     MetricDef { name: BUILD_INFO, kind: G, unit: Unit::Count, labels: &["version"], help: "Always 1; labelled with the build version." },
+    MetricDef { name: PROCESS_RESIDENT_MEMORY_BYTES, kind: G, unit: Unit::Bytes, labels: &[], help: "Resident set size of the daemon process (VmRSS of /proc/self/status)." },
+    MetricDef { name: PROCESS_OPEN_FDS, kind: G, unit: Unit::Count, labels: &[], help: "File descriptors the daemon process holds open (sockets, journal and sled files)." },
+    MetricDef { name: PROCESS_THREADS, kind: G, unit: Unit::Count, labels: &[], help: "Threads of the daemon process." },
+    MetricDef { name: PROCESS_CPU_SECONDS, kind: C, unit: Unit::Seconds, labels: &[], help: "User plus system CPU time of the daemon process, all threads, in whole seconds." },
+    MetricDef { name: PROCESS_START_TIME_SECONDS, kind: G, unit: Unit::Seconds, labels: &[], help: "Start time of the daemon process in seconds since the Unix epoch." },
     // --- outbound ---
     MetricDef { name: OUTBOUND_REQUESTS, kind: C, unit: Unit::Count, labels: &["priority"], help: "Outbound messages accepted into the outbox, by priority." },
     MetricDef { name: OUTBOUND_REFUSED, kind: C, unit: Unit::Count, labels: &["reason"], help: "Outbound messages refused before queueing (window_closed, blocked_term, opted_out, unknown_number, invalid_payload)." },
@@ -216,15 +229,148 @@ pub fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
     let handle = builder.install_recorder().map_err(err)?;
     describe_all();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let process = ProcessMetrics::new();
+    process.refresh();
     let upkeep = handle.clone();
     std::thread::Builder::new()
         .name("metrics-upkeep".into())
         .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(5));
+            std::thread::sleep(UPKEEP_INTERVAL);
+            process.refresh();
             upkeep.run_upkeep();
         })
         .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
     Ok(handle)
+}
+
+/// How often the upkeep thread trims histograms and re-reads `/proc/self`.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// One reading of `/proc/self`; `None` where a file could not be read or parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessSample {
+    pub resident_bytes: Option<u64>,
+    pub open_fds: Option<u64>,
+    pub threads: Option<u64>,
+    /// utime + stime, in clock ticks.
+    pub cpu_ticks: Option<u64>,
+    /// Start time after boot, in clock ticks.
+    pub start_ticks: Option<u64>,
+}
+
+impl ProcessSample {
+    /// Read the current process's figures.
+    pub fn read() -> ProcessSample {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok();
+        let stat = stat.as_deref().and_then(parse_stat);
+        let status = std::fs::read_to_string("/proc/self/status").ok();
+        // The directory handle read_dir holds is listed too: not ours to count.
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count().saturating_sub(1) as u64);
+        ProcessSample {
+            resident_bytes: status.as_deref().and_then(parse_vm_rss),
+            open_fds,
+            threads: stat.map(|s| s.threads),
+            cpu_ticks: stat.map(|s| s.utime + s.stime),
+            start_ticks: stat.map(|s| s.starttime),
+        }
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` the process metrics use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub utime: u64,
+    pub stime: u64,
+    pub threads: u64,
+    pub starttime: u64,
+}
+
+/// Parse `/proc/<pid>/stat` (proc(5)). The command name is in parentheses and
+/// may itself hold spaces and parentheses, so fields are counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    // `rest` starts at field 3 (state): field n is at index n - 3.
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(Stat {
+        utime: field(14)?,
+        stime: field(15)?,
+        threads: field(20)?,
+        starttime: field(22)?,
+    })
+}
+
+/// `VmRSS` of `/proc/<pid>/status`, in bytes (the file gives kB).
+pub fn parse_vm_rss(text: &str) -> Option<u64> {
+    let line = text.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kb = line.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
+    Some(kb * 1024)
+}
+
+/// `btime` of `/proc/stat`: boot time in seconds since the Unix epoch.
+pub fn parse_btime(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Publishes [`ProcessSample`]s as the `switchboard_process_*` metrics.
+struct ProcessMetrics {
+    ticks_per_second: u64,
+    resident: metrics::Gauge,
+    open_fds: metrics::Gauge,
+    threads: metrics::Gauge,
+    cpu: metrics::Counter,
+}
+
+impl ProcessMetrics {
+    /// Register the metrics and set the start time, which never changes.
+    fn new() -> ProcessMetrics {
+        let ticks_per_second = rustix::param::clock_ticks_per_second().max(1);
+        // Boot time plus the start offset, as ps does. `/proc/stat` is hidden
+        // under systemd's ProcSubset=pid: then the moment metrics were
+        // installed stands in (the first thing `serve` does, so milliseconds off).
+        let from_proc = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|t| parse_btime(&t))
+            .zip(ProcessSample::read().start_ticks)
+            .map(|(btime, ticks)| btime as f64 + ticks as f64 / ticks_per_second as f64);
+        let start = from_proc.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0)
+        });
+        metrics::gauge!(PROCESS_START_TIME_SECONDS).set(start);
+        ProcessMetrics {
+            ticks_per_second,
+            resident: metrics::gauge!(PROCESS_RESIDENT_MEMORY_BYTES),
+            open_fds: metrics::gauge!(PROCESS_OPEN_FDS),
+            threads: metrics::gauge!(PROCESS_THREADS),
+            cpu: metrics::counter!(PROCESS_CPU_SECONDS),
+        }
+    }
+
+    fn refresh(&self) {
+        let s = ProcessSample::read();
+        if let Some(v) = s.resident_bytes {
+            self.resident.set(v as f64);
+        }
+        if let Some(v) = s.open_fds {
+            self.open_fds.set(v as f64);
+        }
+        if let Some(v) = s.threads {
+            self.threads.set(v as f64);
+        }
+        // The metrics facade's counters are integers: whole seconds.
+        if let Some(ticks) = s.cpu_ticks {
+            self.cpu.absolute(ticks / self.ticks_per_second);
+        }
+    }
 }
 
 fn describe_all() {
@@ -359,11 +505,12 @@ mod tests {
                 Kind::Counter => assert!(def.name.ends_with("_total"), "{}", def.name),
                 _ => assert!(!def.name.ends_with("_total"), "{}", def.name),
             }
+            let base = def.name.strip_suffix("_total").unwrap_or(def.name);
             if def.unit == Unit::Seconds {
-                assert!(def.name.ends_with("_seconds"), "{}", def.name);
+                assert!(base.ends_with("_seconds"), "{}", def.name);
             }
             if def.unit == Unit::Bytes {
-                assert!(def.name.contains("_bytes"), "{}", def.name);
+                assert!(base.ends_with("_bytes"), "{}", def.name);
             }
         }
     }
@@ -384,6 +531,45 @@ mod tests {
             table, declared,
             "README.md's metric table and CATALOGUE differ"
         );
+    }
+
+    #[test]
+    fn proc_files_parse_including_odd_command_names() {
+        // proc(5) layout; the command name holds a space and a ')'.
+        let stat = "4242 (switch board) x) S 1 4242 4242 0 -1 4194560 2795 0 0 0 \
+                    1234 567 0 0 20 0 9 0 889911 123456789 5555 18446744073709551615 \
+                    1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(
+            parse_stat(stat),
+            Some(Stat {
+                utime: 1234,
+                stime: 567,
+                threads: 9,
+                starttime: 889911
+            })
+        );
+        assert_eq!(parse_stat("4242 (truncated"), None);
+        assert_eq!(parse_stat("4242 (x) S 1 2"), None);
+        let status = "Name:\tswitchboard\nVmPeak:\t  300000 kB\nVmRSS:\t   20480 kB\nThreads:\t9\n";
+        assert_eq!(parse_vm_rss(status), Some(20480 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tkthreadd\n"), None);
+        assert_eq!(
+            parse_btime("cpu  1 2 3\nbtime 1763990000\nprocesses 9\n"),
+            Some(1763990000)
+        );
+    }
+
+    #[test]
+    fn this_process_reads_as_alive() {
+        // Holding a file, so at least one descriptor is open whatever the
+        // test runner did with stdio (other tests open and close their own).
+        let held = std::fs::File::open("/proc/self/stat").unwrap();
+        let s = ProcessSample::read();
+        drop(held);
+        assert!(s.resident_bytes.unwrap() > 1 << 20, "{s:?}");
+        assert!(s.threads.unwrap() >= 1, "{s:?}");
+        assert!(s.open_fds.unwrap() >= 1, "{s:?}");
+        assert!(s.start_ticks.is_some() && s.cpu_ticks.is_some(), "{s:?}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 pub mod checkpoint;
 pub mod directory;
 pub mod ingest;
+pub mod liveness;
 pub mod numbers;
 pub(crate) mod shard;
 pub mod state;

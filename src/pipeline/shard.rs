@@ -49,6 +49,14 @@ pub(crate) enum ShardMsg {
     Checkpoint {
         reply: Sender<Result<ShardCheckpoint, String>>,
     },
+    /// A liveness probe (see `liveness`): taken in queue order.
+    Probe(Arc<super::liveness::Probe>),
+    /// Tests: wedge this shard until `until` is dropped.
+    #[cfg(test)]
+    Stall {
+        entered: Sender<()>,
+        until: Receiver<()>,
+    },
     Stop,
 }
 
@@ -211,6 +219,12 @@ impl Worker {
                 }
                 ShardMsg::Checkpoint { reply } => {
                     let _ = reply.send(self.checkpoint(&mut self.state.write()));
+                }
+                ShardMsg::Probe(probe) => probe.arrive(),
+                #[cfg(test)]
+                ShardMsg::Stall { entered, until } => {
+                    let _ = entered.send(());
+                    let _ = until.recv();
                 }
                 ShardMsg::Stop => stop = true,
             }

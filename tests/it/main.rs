@@ -12,6 +12,8 @@ mod disk_full;
 mod fixtures;
 mod hostile;
 mod lifecycle;
+mod metrics;
+mod notify;
 mod outbound;
 mod reload;
 mod signature;
