@@ -163,6 +163,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub auth: AuthConfig,
     pub logging: LoggingConfig,
+    pub whatsapp: WhatsappConfig,
+    pub outbound: OutboundConfig,
     pub apps: Vec<AppConfig>,
     pub numbers: Vec<NumberConfig>,
 }
@@ -359,7 +361,7 @@ pub struct AppConfig {
 }
 
 /// `[[numbers]]`: one WhatsApp Business phone number.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NumberConfig {
     pub phone_number_id: String,
@@ -376,6 +378,118 @@ pub struct NumberConfig {
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waba_id: Option<String>,
+    /// Send ceiling, messages per second (Meta's default tier is 80/s).
+    pub max_per_second: f64,
+    /// An additional ceiling per minute (e.g. 20 for a number warming up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_minute: Option<u32>,
+    /// The adaptive rate starts here (default: a quarter of the ceiling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_per_second: Option<f64>,
+    /// The ceiling after Meta announces THROUGHPUT_UPGRADE (default: max_per_second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgraded_per_second: Option<f64>,
+}
+
+impl NumberConfig {
+    pub const DEFAULT_MAX_PER_SECOND: f64 = 80.0;
+}
+
+impl Default for NumberConfig {
+    fn default() -> Self {
+        NumberConfig {
+            phone_number_id: String::new(),
+            display_phone_number: String::new(),
+            app: String::new(),
+            access_token: None,
+            access_token_file: None,
+            access_token_env: None,
+            name: None,
+            waba_id: None,
+            max_per_second: Self::DEFAULT_MAX_PER_SECOND,
+            max_per_minute: None,
+            initial_per_second: None,
+            upgraded_per_second: None,
+        }
+    }
+}
+
+/// `[whatsapp]`: how to reach the Graph API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhatsappConfig {
+    /// Versioned base URL; `https`, or `http` for a loopback address only
+    /// (the simulator in tests and benchmarks).
+    pub graph_api_base: String,
+    #[serde(with = "duration_str")]
+    pub connect_timeout: Duration,
+    /// Bound on one send request, answer included.
+    #[serde(with = "duration_str")]
+    pub request_timeout: Duration,
+    /// Extra CA certificates (PEM) to trust besides the public roots,
+    /// e.g. a corporate proxy's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for WhatsappConfig {
+    fn default() -> Self {
+        WhatsappConfig {
+            graph_api_base: "https://graph.facebook.com/v23.0".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(20),
+            ca_file: None,
+        }
+    }
+}
+
+/// `[outbound]`: sending policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Sensitive terms, one per line; reloaded when the file changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter_file: Option<PathBuf>,
+    #[serde(with = "duration_str")]
+    pub filter_reload_interval: Duration,
+    /// First retry delay; doubles per attempt (with jitter) up to `retry_max_delay`.
+    #[serde(with = "duration_str")]
+    pub retry_initial_delay: Duration,
+    #[serde(with = "duration_str")]
+    pub retry_max_delay: Duration,
+    /// A message still failing with retryable errors this long after it was
+    /// queued fails for good.
+    #[serde(with = "duration_str")]
+    pub retry_max_age: Duration,
+    /// Concurrent Graph API requests per number.
+    pub max_in_flight_per_number: usize,
+    /// Messages queued per number before new ones are refused (503).
+    pub max_queued_per_number: usize,
+    /// Pair limit: one message per `pair_interval` to the same user, with
+    /// bursts of `pair_burst`.
+    #[serde(with = "duration_str")]
+    pub pair_interval: Duration,
+    pub pair_burst: u32,
+    /// After a throughput error the rate is cut and held this long.
+    #[serde(with = "duration_str")]
+    pub throttle_hold: Duration,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            filter_file: None,
+            filter_reload_interval: Duration::from_secs(2),
+            retry_initial_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(300),
+            retry_max_age: Duration::from_secs(6 * 3600),
+            max_in_flight_per_number: 32,
+            max_queued_per_number: 2_000_000,
+            pair_interval: Duration::from_secs(6),
+            pair_burst: 3,
+            throttle_hold: Duration::from_secs(30),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -552,7 +666,8 @@ struct Ctx<'a> {
 }
 
 const SECTIONS: &[&str] = &[
-    "server", "storage", "pipeline", "metrics", "auth", "logging", "apps", "numbers",
+    "server", "storage", "pipeline", "metrics", "auth", "logging", "whatsapp", "outbound", "apps",
+    "numbers",
 ];
 
 fn parse_with_env(src: &str, origin: &Path, env: EnvLookup<'_>) -> Result<Resolved, ConfigErrors> {
@@ -630,6 +745,8 @@ fn deserialize_config(src: &str, table: &DeTable<'_>, issues: &mut Vec<ConfigIss
             "metrics" => config.metrics = section(src, name, value, issues),
             "auth" => config.auth = section(src, name, value, issues),
             "logging" => config.logging = section(src, name, value, issues),
+            "whatsapp" => config.whatsapp = section(src, name, value, issues),
+            "outbound" => config.outbound = section(src, name, value, issues),
             "apps" => config.apps = array_of_tables(src, name, value, issues),
             "numbers" => config.numbers = array_of_tables(src, name, value, issues),
             other => issues.push(ConfigIssue {
@@ -950,6 +1067,8 @@ fn validate(mut config: Config, ctx: &Ctx<'_>, issues: &mut Vec<ConfigIssue>) ->
         },
     );
 
+    check_whatsapp(&mut config.whatsapp, ctx, &mut check);
+    check_outbound(&mut config.outbound, ctx, &mut check);
     let apps = check_apps(&config.apps, ctx, &mut check);
     let numbers = check_numbers(&config, ctx, &mut check);
 
@@ -1219,6 +1338,102 @@ fn check_apps(apps: &[AppConfig], ctx: &Ctx<'_>, check: &mut Checker<'_>) -> Vec
     resolved
 }
 
+/// A messages-per-second figure: positive and at most Meta's top tier.
+fn check_rate(check: &mut Checker<'_>, key: &str, value: f64) {
+    if !(value.is_finite() && value > 0.0 && value <= 1000.0) {
+        check.fail(
+            key,
+            format!("must be more than 0 and at most 1000 messages per second (is {value})"),
+        );
+    }
+}
+
+fn check_whatsapp(w: &mut WhatsappConfig, ctx: &Ctx<'_>, check: &mut Checker<'_>) {
+    match graph_base_error(&w.graph_api_base) {
+        Some(problem) => check.fail("whatsapp.graph_api_base", problem),
+        None => w.graph_api_base = w.graph_api_base.trim_end_matches('/').to_owned(),
+    }
+    check.duration("whatsapp.connect_timeout", w.connect_timeout);
+    check.duration("whatsapp.request_timeout", w.request_timeout);
+    if let Some(path) = &w.ca_file {
+        let path = ctx.base.join(path);
+        match rustls_pki_types::CertificateDer::pem_file_iter(&path) {
+            Ok(certs) => {
+                if certs
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_or(true, |c| c.is_empty())
+                {
+                    check.fail(
+                        "whatsapp.ca_file",
+                        format!("{} holds no PEM certificate", path.display()),
+                    );
+                }
+            }
+            Err(e) => check.fail(
+                "whatsapp.ca_file",
+                format!("cannot read {}: {e}", path.display()),
+            ),
+        }
+        w.ca_file = Some(path);
+    }
+}
+
+/// Why a Graph API base URL is not acceptable: it must be `https://host[:port]/path`,
+/// or plain `http` to a loopback address (the simulator).
+pub fn graph_base_error(base: &str) -> Option<String> {
+    let Ok(uri) = base.parse::<http::Uri>() else {
+        return Some(format!("{base:?} is not a URL"));
+    };
+    let Some(host) = uri.host() else {
+        return Some(format!("{base:?} has no host"));
+    };
+    match uri.scheme_str() {
+        Some("https") => None,
+        Some("http") => {
+            let loopback = host == "localhost"
+                || host
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            (!loopback)
+                .then(|| format!("plain http is only allowed to a loopback address, not {host}"))
+        }
+        _ => Some(format!("{base:?} must start with https://")),
+    }
+}
+
+fn check_outbound(o: &mut OutboundConfig, ctx: &Ctx<'_>, check: &mut Checker<'_>) {
+    if let Some(path) = &o.filter_file {
+        let path = ctx.base.join(path);
+        if let Err(e) = std::fs::metadata(&path) {
+            check.fail(
+                "outbound.filter_file",
+                format!("cannot read {}: {e}", path.display()),
+            );
+        }
+        o.filter_file = Some(path);
+    }
+    check.duration("outbound.filter_reload_interval", o.filter_reload_interval);
+    check.duration("outbound.retry_initial_delay", o.retry_initial_delay);
+    check.duration("outbound.retry_max_delay", o.retry_max_delay);
+    check.duration("outbound.retry_max_age", o.retry_max_age);
+    check.duration("outbound.pair_interval", o.pair_interval);
+    check.duration("outbound.throttle_hold", o.throttle_hold);
+    check.range(
+        "outbound.max_in_flight_per_number",
+        o.max_in_flight_per_number as u64,
+        1,
+        1024,
+    );
+    check.range(
+        "outbound.max_queued_per_number",
+        o.max_queued_per_number as u64,
+        1,
+        100_000_000,
+    );
+    check.range("outbound.pair_burst", o.pair_burst.into(), 1, 100);
+}
+
 fn check_numbers(config: &Config, ctx: &Ctx<'_>, check: &mut Checker<'_>) -> Vec<ResolvedNumber> {
     let mut ids: HashMap<&str, usize> = HashMap::new();
     let mut displays: HashMap<&str, usize> = HashMap::new();
@@ -1275,6 +1490,26 @@ fn check_numbers(config: &Config, ctx: &Ctx<'_>, check: &mut Checker<'_>) -> Vec
         }
         if let Some(waba_id) = &number.waba_id {
             check.digits(&format!("{table}.waba_id"), waba_id, 32);
+        }
+        check_rate(
+            check,
+            &format!("{table}.max_per_second"),
+            number.max_per_second,
+        );
+        if let Some(r) = number.initial_per_second {
+            check_rate(check, &format!("{table}.initial_per_second"), r);
+            if r > number.max_per_second {
+                check.fail(
+                    format!("{table}.initial_per_second"),
+                    "must not exceed max_per_second",
+                );
+            }
+        }
+        if let Some(r) = number.upgraded_per_second {
+            check_rate(check, &format!("{table}.upgraded_per_second"), r);
+        }
+        if let Some(m) = number.max_per_minute {
+            check.range(&format!("{table}.max_per_minute"), m.into(), 1, 60_000);
         }
         let access_token = resolve_secret(
             check,

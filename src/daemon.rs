@@ -6,14 +6,23 @@
 //! 2. Open the store and the journal, load state, replay the journal from
 //!    the checkpoint, start the journal writer and the checkpointer; only
 //!    then mark ready (and tell systemd READY=1).
-//! 3. On SIGTERM/SIGINT: readiness false, stop accepting, let in-flight
+//! 3. While serving, watch the store: sled cannot write again after a write
+//!    failed (ENOSPC, EIO; see `store`), so once the disk takes writes again
+//!    (a write probe in the store's directory succeeds) the core is stopped without a
+//!    final checkpoint and started again on the same data, exactly as a
+//!    restart would: replay from the last checkpoint rebuilds whatever the
+//!    failed store lost. Until then webhooks answer 503 (the journal and the
+//!    acknowledged data are untouched) and reads are served by the old core;
+//!    during the reopen itself the API answers 503 `not_ready` too.
+//! 4. On SIGTERM/SIGINT: readiness false, stop accepting, let in-flight
 //!    requests finish (bounded by `server.shutdown_timeout`), then a final
 //!    checkpoint, journal writer stop, shard stop, store sync: a clean stop
 //!    leaves nothing to replay.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -21,16 +30,20 @@ use tokio::sync::watch;
 
 use crate::auth::AdminAuth;
 use crate::config::Resolved;
-use crate::http::app::{App, WebhookSettings};
+use crate::http::app::{App, Core, WebhookSettings};
 use crate::http::metrics_server::{serve_metrics, Probes};
 use crate::http::server::{serve, Limits};
 use crate::http::tls::{load_or_generate, TlsSource};
 use crate::journal::{Journal, JournalConfig, JournalHandle, JournalReader};
+use crate::outbound::dispatcher::Dispatcher;
+use crate::outbound::graph::GraphClient;
+use crate::outbound::{NoTerms, Outbound, TermCheck};
 use crate::pipeline::checkpoint::{self, Checkpointer};
-use crate::pipeline::ingest::{self, Dispatcher, Ingest, IngestCtx};
+use crate::pipeline::ingest::{self, Ingest, IngestCtx, ShardSink};
 use crate::pipeline::numbers::{NumberInfo, Numbers};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::store::Store;
+use crate::telemetry::names;
 use crate::whatsapp::AppKeys;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,15 +74,29 @@ pub enum DaemonError {
     Checkpoint(#[from] crate::pipeline::checkpoint::CheckpointError),
     #[error("start-up task failed: {0}")]
     Join(String),
+    #[error("outbound: {0}")]
+    Outbound(String),
     #[error("signal handling: {0}")]
     Signal(std::io::Error),
 }
 
-/// The running core, owned by the daemon for an orderly stop.
-struct Core {
+/// How often the daemon looks at the store's health and, after a failure,
+/// whether the disk takes writes again.
+const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// What the write probe writes (then removes) next to the store: room for a few
+/// sled log buffers and journal batches, so the reopen does not fail at once.
+const SPACE_PROBE_BYTES: usize = 4 << 20;
+/// Pauses between attempts to reopen the store double up to this.
+const MAX_REOPEN_BACKOFF: Duration = Duration::from_secs(16);
+
+/// The running core (storage, pipeline, outbound), owned by the daemon for an
+/// orderly stop.
+struct Spine {
     pipeline: Arc<Pipeline>,
     journal: JournalHandle<IngestCtx>,
     checkpointer: Checkpointer,
+    /// Started once the core serves (not during a stop requested at start-up).
+    outbound: Option<Arc<Outbound>>,
 }
 
 fn numbers_from(resolved: &Resolved, store: &Store) -> Result<Numbers, DaemonError> {
@@ -89,7 +116,7 @@ fn numbers_from(resolved: &Resolved, store: &Store) -> Result<Numbers, DaemonErr
 }
 
 /// Open storage, replay, and start the writer and checkpointer. Blocking.
-fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
+fn start_core(resolved: &Resolved) -> Result<Spine, DaemonError> {
     let cfg = &resolved.config;
     let data_dir = &cfg.storage.data_dir;
     let started = Instant::now();
@@ -123,7 +150,7 @@ fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
     }
     let from = checkpoint::replay_position(&store)?;
     let replayed = ingest::replay(&pipeline, &journal, from, pipeline_cfg.shard_queue)?;
-    let handle = journal.start(Dispatcher::new(pipeline.clone()))?;
+    let handle = journal.start(ShardSink::new(pipeline.clone()))?;
     // Move the replay position past what was just replayed.
     checkpoint::checkpoint(&pipeline, &handle, &mut Default::default())?;
     let checkpointer = Checkpointer::spawn(
@@ -145,15 +172,54 @@ fn start_core(resolved: &Resolved) -> Result<Core, DaemonError> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "state loaded and journal replayed"
     );
-    Ok(Core {
+    Ok(Spine {
+        outbound: None,
         pipeline,
         journal: handle,
         checkpointer,
     })
 }
 
-impl Core {
+impl Spine {
+    /// Starts the outbound dispatchers on this core and returns what the
+    /// handlers serve from.
+    fn serve(&mut self, resolved: &Resolved) -> Result<Core, DaemonError> {
+        let ingest = Ingest::new(
+            self.pipeline.clone(),
+            self.journal.appender(),
+            resolved.config.server.ingest_timeout,
+        );
+        let outbound = start_outbound(resolved, self, ingest.clone())?;
+        self.outbound = Some(outbound.clone());
+        Ok(Core { ingest, outbound })
+    }
+
+    /// In-flight sends finish and record their outcome before the journal closes.
+    async fn stop_outbound(&mut self, resolved: &Resolved) {
+        if let Some(outbound) = self.outbound.take() {
+            let deadline = resolved.config.whatsapp.request_timeout + Duration::from_secs(2);
+            outbound.dispatcher().shutdown(deadline).await;
+        }
+    }
+
+    /// Stop a core whose store failed, without the final checkpoint (it
+    /// cannot be written): queued requests complete (with 503s), threads
+    /// stop. The journal keeps everything acknowledged; the next start
+    /// replays it from the last checkpoint.
+    fn abandon(self) {
+        drop(self.checkpointer.stop());
+        if let Err(e) = self.journal.shutdown() {
+            tracing::warn!(error = %e, "journal: shutdown after a store failure");
+        }
+        self.pipeline.stop();
+    }
+
     fn stop(self) -> Result<(), DaemonError> {
+        if !self.pipeline.store().healthy() {
+            tracing::warn!("the store cannot write: stopping without a final checkpoint; the next start replays the journal from the last one");
+            self.abandon();
+            return Ok(());
+        }
         let mut unwritten = self.checkpointer.stop();
         let result = checkpoint::checkpoint(&self.pipeline, &self.journal, &mut unwritten);
         let journal = self.journal.shutdown();
@@ -207,6 +273,39 @@ impl StopSignals {
             _ = self.int.recv() => "SIGINT",
         }
     }
+}
+
+/// The Graph API client, the per-number dispatchers (with what a previous
+/// run left unsent) and the outbound service.
+fn start_outbound(
+    resolved: &Resolved,
+    core: &Spine,
+    ingest: Ingest,
+) -> Result<Arc<Outbound>, DaemonError> {
+    let w = &resolved.config.whatsapp;
+    let graph = GraphClient::new(
+        &w.graph_api_base,
+        w.connect_timeout,
+        w.request_timeout,
+        w.ca_file.as_deref(),
+    )
+    .map_err(|e| DaemonError::Outbound(e.to_string()))?;
+    let numbers: Vec<_> = resolved
+        .numbers
+        .iter()
+        .map(|n| (n.config.clone(), n.access_token.clone()))
+        .collect();
+    let dispatcher = Dispatcher::new(
+        &numbers,
+        core.pipeline.numbers().clone(),
+        ingest.clone(),
+        core.pipeline.journal_reader().clone(),
+        graph,
+        resolved.config.outbound.clone(),
+    );
+    dispatcher.start(core.pipeline.store().all_pending()?);
+    let terms: Arc<dyn TermCheck> = Arc::new(NoTerms);
+    Ok(Arc::new(Outbound::new(ingest, dispatcher, terms)))
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -318,17 +417,27 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
             }
         }
     };
-    let sig = match stop {
-        Some(sig) => sig,
-        None => {
-            app.set_ready(Ingest::new(
-                core.pipeline.clone(),
-                core.journal.appender(),
-                cfg.server.ingest_timeout,
-            ));
+    let mut core = core;
+    let served = match stop {
+        Some(_) => None,
+        None => Some(core.serve(&resolved)),
+    };
+    let mut state = CoreState::Running(core);
+    let sig = match (stop, served) {
+        (Some(sig), _) => sig,
+        (None, Some(Err(e))) => {
+            if let CoreState::Running(core) = state {
+                let _ = tokio::task::spawn_blocking(move || core.stop()).await;
+            }
+            return Err(e);
+        }
+        (None, served) => {
+            if let Some(Ok(served)) = served {
+                app.set_ready(served);
+            }
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             tracing::info!(%https_addr, metrics = ?metrics_addr, "ready");
-            signals.recv().await
+            supervise(&app, &resolved, &mut state, &mut signals).await
         }
     };
     tracing::info!(signal = sig, "shutting down");
@@ -342,11 +451,152 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
     if let Some(m) = metrics_server {
         let _ = tokio::time::timeout(grace, m).await;
     }
-    let stopped = tokio::task::spawn_blocking(move || core.stop()).await;
+    if let CoreState::Running(core) = &mut state {
+        core.stop_outbound(&resolved).await;
+    }
+    let stopped = tokio::task::spawn_blocking(move || match state {
+        CoreState::Running(core) => core.stop(),
+        CoreState::Down { .. } => {
+            tracing::warn!("the store had failed and was not reopened: nothing to checkpoint; the next start replays the journal");
+            Ok(())
+        }
+    })
+    .await;
     if let Some(p) = pid_file {
         let _ = std::fs::remove_file(p);
     }
     stopped.map_err(|e| DaemonError::Join(e.to_string()))??;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The core as the supervisor sees it.
+enum CoreState {
+    /// Serving (the store may have failed: see [`supervise`]).
+    Running(Spine),
+    /// Stopped after a store failure; to be started again.
+    Down {
+        /// The failed store, which must be closed (every handle dropped)
+        /// before sled lets the next attempt open the same files.
+        old: Weak<Store>,
+        next_attempt: tokio::time::Instant,
+        backoff: Duration,
+    },
+}
+
+impl CoreState {
+    fn down(old: Weak<Store>) -> CoreState {
+        CoreState::Down {
+            old,
+            next_attempt: tokio::time::Instant::now(),
+            backoff: STORE_CHECK_INTERVAL,
+        }
+    }
+}
+
+/// Serve until a stop signal, reopening the store in place after a write
+/// failure (see the module docs, step 3). Returns the signal's name.
+async fn supervise(
+    app: &Arc<App>,
+    resolved: &Resolved,
+    state: &mut CoreState,
+    signals: &mut StopSignals,
+) -> &'static str {
+    let mut tick = tokio::time::interval(STORE_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting_logged = false;
+    loop {
+        tokio::select! {
+            sig = signals.recv() => return sig,
+            _ = tick.tick() => {}
+        }
+        let failed = matches!(state, CoreState::Running(core) if !core.pipeline.store().healthy());
+        if failed {
+            let dir = match state {
+                CoreState::Running(core) => core.pipeline.store().dir().to_path_buf(),
+                CoreState::Down { .. } => continue,
+            };
+            let probe = tokio::task::spawn_blocking(move || space_probe(&dir))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            if let Err(e) = probe {
+                if !waiting_logged {
+                    waiting_logged = true;
+                    tracing::warn!(error = %e, "the store cannot write; webhooks answer 503 until the disk takes writes again");
+                }
+                continue;
+            }
+            waiting_logged = false;
+            tracing::warn!("the disk takes writes again: reopening the store (the core stops and starts as in a restart)");
+            app.withdraw_core();
+            let CoreState::Running(mut core) =
+                std::mem::replace(state, CoreState::down(Weak::new()))
+            else {
+                continue;
+            };
+            core.stop_outbound(resolved).await;
+            let old = Arc::downgrade(core.pipeline.store());
+            if let Err(e) = tokio::task::spawn_blocking(move || core.abandon()).await {
+                tracing::error!(error = %e, "stopping the failed core panicked");
+            }
+            *state = CoreState::down(old);
+            continue;
+        }
+        let CoreState::Down {
+            old,
+            next_attempt,
+            backoff,
+        } = state
+        else {
+            continue;
+        };
+        // Requests in flight may hold the old store for a moment; sled
+        // refuses to open files that are still open.
+        if old.strong_count() > 0 || tokio::time::Instant::now() < *next_attempt {
+            continue;
+        }
+        let r = resolved.clone();
+        let attempt = tokio::task::spawn_blocking(move || start_core(&r))
+            .await
+            .map_err(|e| DaemonError::Join(e.to_string()))
+            .and_then(|started| started);
+        match attempt {
+            Ok(mut core) => match core.serve(resolved) {
+                Ok(served) => {
+                    metrics::counter!(names::STORE_REOPENS, "outcome" => "ok").increment(1);
+                    app.set_ready(served);
+                    *state = CoreState::Running(core);
+                    tracing::info!("store reopened; ready again");
+                }
+                Err(error) => {
+                    metrics::counter!(names::STORE_REOPENS, "outcome" => "failed").increment(1);
+                    core.stop_outbound(resolved).await;
+                    let old = Arc::downgrade(core.pipeline.store());
+                    let _ = tokio::task::spawn_blocking(move || core.abandon()).await;
+                    *state = CoreState::down(old);
+                    tracing::warn!(%error, "restarting outbound on the reopened store failed");
+                }
+            },
+            Err(error) => {
+                metrics::counter!(names::STORE_REOPENS, "outcome" => "failed").increment(1);
+                *backoff = (*backoff * 2).min(MAX_REOPEN_BACKOFF);
+                *next_attempt = tokio::time::Instant::now() + *backoff;
+                tracing::warn!(%error, retry_in = ?*backoff, "reopening the store failed");
+            }
+        }
+    }
+}
+
+/// Can the store's disk take writes? Writes, syncs and removes a file of
+/// [`SPACE_PROBE_BYTES`] in its directory (sled ignores files it does not
+/// know; this runs only while the store is failed, before it is reopened).
+fn space_probe(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(".switchboard-write-probe");
+    let result = (|| {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&vec![0u8; SPACE_PROBE_BYTES])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
 }

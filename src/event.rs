@@ -250,6 +250,113 @@ pub struct InvalidEvent {
     pub raw: String,
 }
 
+/// Who or what asked for an outbound message; also its dispatch priority
+/// (agent replies go before automation, automation before campaigns).
+#[derive(
+    Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+pub enum Priority {
+    Agent,
+    Automation,
+    Campaign,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::Agent, Priority::Automation, Priority::Campaign];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Agent => "agent",
+            Priority::Automation => "automation",
+            Priority::Campaign => "campaign",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Priority> {
+        Some(match s {
+            "agent" => Priority::Agent,
+            "automation" => Priority::Automation,
+            "campaign" => Priority::Campaign,
+            _ => return None,
+        })
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A message we were asked to send, accepted into the outbox. Its LSN is
+/// its local id (`o<lsn>`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct OutboundRequest {
+    pub number_id: String,
+    pub route: u32,
+    /// The recipient: phone number and/or business-scoped user id.
+    pub customer: CustomerRef,
+    /// Graph API message `type`.
+    pub kind: String,
+    pub priority: Priority,
+    /// The Graph API request body, ready to send.
+    pub body: String,
+    /// The readable text (body, caption, template name) for the archive.
+    pub text: Option<String>,
+    /// Template name and category, for templates.
+    pub template: Option<String>,
+    pub category: Option<String>,
+    /// The wamid this message replies to.
+    pub reply_to: Option<String>,
+    /// Who asked: `admin`, an agent id, `automation`, ...
+    pub submitted_by: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Outcome {
+    /// About to call the Graph API (attempt n). A `Started` with no later
+    /// outcome after a crash is the one window where a message may be sent
+    /// twice.
+    Started { attempt: u32 },
+    /// The Graph API accepted it and named its wamid.
+    Accepted { wamid: String },
+    /// Final failure: the platform's error code and title (0 when the
+    /// failure was ours, e.g. retries exhausted), and our reason code.
+    Failed {
+        code: i64,
+        title: String,
+        reason: String,
+    },
+}
+
+/// What happened to an outbound request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct SendOutcome {
+    /// LSN of the `OutboundRequest`.
+    pub request: Lsn,
+    pub number_id: String,
+    pub route: u32,
+    pub outcome: Outcome,
+    pub at_ms: i64,
+}
+
+/// Something an operator must see: a blocked term, an expired token.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct AlertEvent {
+    /// `blocked_term`, `token_expired`, ...
+    pub kind: String,
+    pub number_id: Option<String>,
+    /// Who caused it (the sender of a blocked message).
+    pub actor: Option<String>,
+    pub detail: String,
+    pub route: u32,
+    pub at_ms: i64,
+}
+
 /// One journal record's payload.
 // Events are built once and moved through Vecs; boxing the large variants
 // would only add an allocation per event.
@@ -262,6 +369,9 @@ pub enum Event {
     Preference(PreferenceEvent),
     Unrouted(UnroutedEvent),
     Invalid(InvalidEvent),
+    Outbound(OutboundRequest),
+    SendOutcome(SendOutcome),
+    Alert(AlertEvent),
 }
 
 /// Record kinds as written in the journal header. Never reuse a number.
@@ -272,6 +382,9 @@ pub mod kind {
     pub const PREFERENCE: u16 = 4;
     pub const UNROUTED: u16 = 5;
     pub const INVALID: u16 = 6;
+    pub const OUTBOUND: u16 = 7;
+    pub const SEND_OUTCOME: u16 = 8;
+    pub const ALERT: u16 = 9;
 }
 
 impl Event {
@@ -283,6 +396,9 @@ impl Event {
             Event::Preference(_) => kind::PREFERENCE,
             Event::Unrouted(_) => kind::UNROUTED,
             Event::Invalid(_) => kind::INVALID,
+            Event::Outbound(_) => kind::OUTBOUND,
+            Event::SendOutcome(_) => kind::SEND_OUTCOME,
+            Event::Alert(_) => kind::ALERT,
         }
     }
 
@@ -299,6 +415,22 @@ impl Event {
             Event::Preference(e) => e.route,
             Event::Unrouted(e) => e.route,
             Event::Invalid(e) => e.route,
+            Event::Outbound(e) => e.route,
+            Event::SendOutcome(e) => e.route,
+            Event::Alert(e) => e.route,
+        }
+    }
+
+    /// The item's JSON as Meta sent it, for events that came from a webhook.
+    pub fn raw(&self) -> Option<&str> {
+        match self {
+            Event::Message(e) => Some(&e.raw),
+            Event::Status(e) => Some(&e.raw),
+            Event::Account(e) => Some(&e.raw),
+            Event::Preference(e) => Some(&e.raw),
+            Event::Unrouted(e) => Some(&e.raw),
+            Event::Invalid(e) => Some(&e.raw),
+            Event::Outbound(_) | Event::SendOutcome(_) | Event::Alert(_) => None,
         }
     }
 
@@ -312,6 +444,9 @@ impl Event {
             Event::Preference(e) => to_aligned(e),
             Event::Unrouted(e) => to_aligned(e),
             Event::Invalid(e) => to_aligned(e),
+            Event::Outbound(e) => to_aligned(e),
+            Event::SendOutcome(e) => to_aligned(e),
+            Event::Alert(e) => to_aligned(e),
         }
     }
 
@@ -333,6 +468,9 @@ impl Event {
             kind::PREFERENCE => Event::Preference(from_unaligned::<PreferenceEvent>(bytes)?),
             kind::UNROUTED => Event::Unrouted(from_unaligned::<UnroutedEvent>(bytes)?),
             kind::INVALID => Event::Invalid(from_unaligned::<InvalidEvent>(bytes)?),
+            kind::OUTBOUND => Event::Outbound(from_unaligned::<OutboundRequest>(bytes)?),
+            kind::SEND_OUTCOME => Event::SendOutcome(from_unaligned::<SendOutcome>(bytes)?),
+            kind::ALERT => Event::Alert(from_unaligned::<AlertEvent>(bytes)?),
             _ => return Err(CodecError::UnknownKind(kind)),
         })
     }

@@ -49,10 +49,24 @@ pub mod names {
     pub const CHECKPOINT_ERRORS: &str = "switchboard_checkpoint_errors_total";
     pub const REPLAYED_RECORDS: &str = "switchboard_replayed_records_total";
     pub const STORE_DISK_BYTES: &str = "switchboard_store_disk_bytes";
+    pub const STORE_HEALTHY: &str = "switchboard_store_healthy";
+    pub const STORE_REOPENS: &str = "switchboard_store_reopens_total";
     pub const CONVERSATIONS: &str = "switchboard_conversations";
     pub const CUSTOMERS: &str = "switchboard_customers";
     pub const READY: &str = "switchboard_ready";
     pub const BUILD_INFO: &str = "switchboard_build_info";
+    pub const OUTBOUND_REQUESTS: &str = "switchboard_outbound_requests_total";
+    pub const ALERTS: &str = "switchboard_alerts_total";
+    pub const OUTBOUND_REFUSED: &str = "switchboard_outbound_refused_total";
+    pub const OUTBOUND_SENDS: &str = "switchboard_outbound_sends_total";
+    pub const GRAPH_ERRORS: &str = "switchboard_graph_errors_total";
+    pub const GRAPH_REQUEST_SECONDS: &str = "switchboard_graph_request_seconds";
+    pub const OUTBOUND_QUEUE_SECONDS: &str = "switchboard_outbound_queue_seconds";
+    pub const OUTBOUND_UNCERTAIN_RESENDS: &str = "switchboard_outbound_uncertain_resends_total";
+    pub const NUMBER_SEND_RATE: &str = "switchboard_number_send_rate";
+    pub const NUMBER_SEND_CEILING: &str = "switchboard_number_send_ceiling";
+    pub const NUMBER_OUTBOX_QUEUED: &str = "switchboard_number_outbox_queued";
+    pub const NUMBER_PAUSED: &str = "switchboard_number_paused";
     pub const CONNECTIONS_ACTIVE: &str = "switchboard_connections_active";
     pub const CONNECTIONS_ACCEPTED: &str = "switchboard_connections_accepted_total";
     pub const CONNECTIONS_REJECTED: &str = "switchboard_connections_rejected_total";
@@ -73,6 +87,10 @@ pub mod names {
     pub const JOURNAL_SEGMENTS: &str = "switchboard_journal_segments";
     pub const JOURNAL_DISK_BYTES: &str = "switchboard_journal_disk_bytes";
     pub const JOURNAL_HEALTHY: &str = "switchboard_journal_healthy";
+    // --- filter ---
+    pub const FILTER_TERMS: &str = "switchboard_filter_terms";
+    pub const FILTER_RELOADS: &str = "switchboard_filter_reloads_total";
+    pub const FILTER_BLOCKED: &str = "switchboard_filter_blocked_total";
 }
 
 use names::*;
@@ -104,6 +122,8 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: CHECKPOINT_ERRORS, kind: C, unit: Unit::Count, labels: &[], help: "Checkpoints that failed (the previous checkpoint stays in force)." },
     MetricDef { name: REPLAYED_RECORDS, kind: C, unit: Unit::Count, labels: &[], help: "Journal records replayed at start-up." },
     MetricDef { name: STORE_DISK_BYTES, kind: G, unit: Unit::Bytes, labels: &[], help: "Bytes sled uses on disk." },
+    MetricDef { name: STORE_HEALTHY, kind: G, unit: Unit::Count, labels: &[], help: "1 unless a store write failed (the store is then reopened in place once the disk takes writes again)." },
+    MetricDef { name: STORE_REOPENS, kind: C, unit: Unit::Count, labels: &["outcome"], help: "Attempts to reopen the store in place after a write failure, by outcome (ok, failed)." },
     MetricDef { name: CONVERSATIONS, kind: G, unit: Unit::Count, labels: &[], help: "Conversations held in memory across shards." },
     MetricDef { name: CUSTOMERS, kind: G, unit: Unit::Count, labels: &[], help: "Customers known." },
     MetricDef { name: READY, kind: G, unit: Unit::Count, labels: &[], help: "1 once start-up replay finished and webhooks are accepted." },
@@ -128,7 +148,29 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: JOURNAL_DISK_BYTES, kind: G, unit: Unit::Bytes, labels: &[], help: "Bytes of journal segment files on disk." },
     MetricDef { name: JOURNAL_HEALTHY, kind: G, unit: Unit::Count, labels: &[], help: "1 unless the last journal group commit failed." },
     MetricDef { name: BUILD_INFO, kind: G, unit: Unit::Count, labels: &["version"], help: "Always 1; labelled with the build version." },
+    // --- outbound ---
+    MetricDef { name: OUTBOUND_REQUESTS, kind: C, unit: Unit::Count, labels: &["priority"], help: "Outbound messages accepted into the outbox, by priority." },
+    MetricDef { name: OUTBOUND_REFUSED, kind: C, unit: Unit::Count, labels: &["reason"], help: "Outbound messages refused before queueing (window_closed, blocked_term, opted_out, unknown_number, invalid_payload)." },
+    MetricDef { name: OUTBOUND_SENDS, kind: C, unit: Unit::Count, labels: &["result"], help: "Graph API send attempts by result (accepted, retry, failed)." },
+    MetricDef { name: GRAPH_ERRORS, kind: C, unit: Unit::Count, labels: &["code"], help: "Errors from the Graph API by platform error code (known codes; others as other, transport errors as transport)." },
+    MetricDef { name: GRAPH_REQUEST_SECONDS, kind: H, unit: Unit::Seconds, labels: &[], help: "Duration of Graph API send requests." },
+    MetricDef { name: OUTBOUND_QUEUE_SECONDS, kind: H, unit: Unit::Seconds, labels: &["priority"], help: "Time from accepting an outbound message to the Graph API accepting it, by priority." },
+    MetricDef { name: OUTBOUND_UNCERTAIN_RESENDS, kind: C, unit: Unit::Count, labels: &[], help: "Messages resent after a restart although an attempt had started before it (the one window where a message may be sent twice)." },
+    MetricDef { name: NUMBER_SEND_RATE, kind: G, unit: Unit::Count, labels: &["number"], help: "Current adaptive send rate of a number, messages per second." },
+    MetricDef { name: NUMBER_SEND_CEILING, kind: G, unit: Unit::Count, labels: &["number"], help: "Current send ceiling of a number (configured, adjusted by quality), messages per second." },
+    MetricDef { name: NUMBER_OUTBOX_QUEUED, kind: G, unit: Unit::Count, labels: &["number"], help: "Outbound messages waiting for a number's dispatcher." },
+    MetricDef { name: NUMBER_PAUSED, kind: G, unit: Unit::Count, labels: &["number"], help: "1 while a number is paused (its access token was refused)." },
+    MetricDef { name: ALERTS, kind: C, unit: Unit::Count, labels: &["kind"], help: "Alerts raised (blocked_term, token_expired, ...)." },
+    // --- filter ---
+    MetricDef { name: FILTER_TERMS, kind: G, unit: Unit::Count, labels: &[], help: "Distinct terms in the sensitive-word list in force." },
+    MetricDef { name: FILTER_RELOADS, kind: C, unit: Unit::Count, labels: &["result"], help: "Reloads of the sensitive-word list, by result (ok, error; an error keeps the previous list)." },
+    MetricDef { name: FILTER_BLOCKED, kind: C, unit: Unit::Count, labels: &[], help: "Outbound messages refused because they contain a sensitive term." },
 ];
+
+/// Alert kind as a bounded label value.
+pub fn alert_kind_label(kind: &str) -> &'static str {
+    bounded(kind, &["blocked_term", "token_expired", "number_paused"])
+}
 
 /// Latency buckets from 50 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[

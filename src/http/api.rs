@@ -2,10 +2,16 @@
 
 use http::{Response, StatusCode};
 
-use super::response::{error, json};
+use super::app::Core;
+use super::response::{error, json, retry_after};
 use super::server::Body;
+use crate::event::Priority;
+use crate::outbound::dispatcher::Dispatcher;
+use crate::outbound::request::SendRequest;
+use crate::outbound::{Destination, Refusal};
 use crate::pipeline::Pipeline;
 use crate::query::{Queries, QueryError};
+use crate::store::StoreError;
 
 /// Query-string parameters, decoded.
 #[derive(Debug, Default)]
@@ -43,6 +49,20 @@ fn render<T: serde::Serialize>(result: Result<T, QueryError>) -> Response<Body> 
         ),
         Err(e @ QueryError::Invalid { .. }) => {
             error(StatusCode::BAD_REQUEST, "invalid_parameter", e)
+        }
+        // sled cannot read pages it would have to rewrite (consolidate)
+        // after a write failed (a full disk), until the daemon reopens it:
+        // temporary, so 503 and retry rather than 500.
+        Err(e @ QueryError::Store(StoreError::Sled(sled::Error::Io(_)))) => {
+            tracing::warn!(error = %e, "read failed: the store cannot be read right now");
+            retry_after(
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store cannot be read right now (see the daemon log); retry",
+                ),
+                5,
+            )
         }
         Err(e @ (QueryError::Store(_) | QueryError::Journal(_) | QueryError::Record(_))) => {
             tracing::error!(error = %e, "read failed");
@@ -86,11 +106,82 @@ pub fn customer(p: &Pipeline, id: &str) -> Response<Body> {
     render(Queries::new(p).customer(id))
 }
 
-pub fn numbers(p: &Pipeline) -> Response<Body> {
-    json(
-        StatusCode::OK,
-        &serde_json::json!({ "items": Queries::new(p).numbers() }),
+pub fn numbers(p: &Pipeline, dispatcher: &Dispatcher) -> Response<Body> {
+    let mut items = Queries::new(p).numbers();
+    for n in &mut items {
+        n.sending = dispatcher.view(&n.phone_number_id);
+    }
+    json(StatusCode::OK, &serde_json::json!({ "items": items }))
+}
+
+pub fn alerts(p: &Pipeline, params: &Params) -> Response<Body> {
+    render(
+        params
+            .limit()
+            .and_then(|limit| Queries::new(p).alerts(limit, params.get("cursor"))),
     )
+}
+
+pub fn resume(dispatcher: &Dispatcher, number_id: &str) -> Response<Body> {
+    match dispatcher.resume(number_id) {
+        Ok(was_paused) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "number_id": number_id, "was_paused": was_paused }),
+        ),
+        Err(e) => error(StatusCode::NOT_FOUND, "unknown_number", e),
+    }
+}
+
+/// `POST /api/v1/messages`, or a reply in conversation `conv`.
+pub async fn send(core: &Core, conv: Option<&str>, body: &[u8], actor: &str) -> Response<Body> {
+    let req: SendRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_payload",
+                format!("body: {e}"),
+            )
+        }
+    };
+    let result = match conv {
+        None => {
+            core.outbound
+                .send(req, Destination::Explicit, actor, Priority::Automation)
+                .await
+        }
+        Some(id) => {
+            let pipeline = core.ingest.pipeline();
+            let found = id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| pipeline.shards().find_map(|s| s.get(id).cloned()));
+            let Some(c) = found else {
+                return error(StatusCode::NOT_FOUND, "not_found", "conversation not found");
+            };
+            let dest = Destination::Conversation {
+                number_id: &c.number_id,
+                customer_id: &c.customer_id,
+            };
+            core.outbound.send(req, dest, actor, Priority::Agent).await
+        }
+    };
+    match result {
+        Ok(queued) => json(StatusCode::ACCEPTED, &queued),
+        Err(r) => {
+            let status = match &r {
+                Refusal::UnknownNumber(_) => StatusCode::NOT_FOUND,
+                Refusal::Full(_) | Refusal::Ingest(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            let resp = error(status, r.code(), &r);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                retry_after(resp, 1)
+            } else {
+                resp
+            }
+        }
+    }
 }
 
 pub fn webhook_events(p: &Pipeline, params: &Params) -> Response<Body> {

@@ -4,20 +4,25 @@
 //! Invariants: every error leaves as `{"error":{"code","message"}}` with a
 //! fitting status and is counted; nothing a client sends can panic a handler;
 //! the read API requires the admin bearer token; webhooks and the API answer
-//! 503 `not_ready` until start-up replay finished.
+//! 503 `not_ready` until start-up replay finished (and while the store is
+//! being reopened after a write failure); webhooks answer 503
+//! `storage_unavailable` while the journal or the store cannot write.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::response::{error, json};
+use super::response::{error, json, read_body};
 use super::server::{Body, ConnInfo};
 use super::{api, webhook};
 use crate::auth::AdminAuth;
 use crate::config::Secret;
+use crate::outbound::Outbound;
 use crate::pipeline::ingest::Ingest;
 use crate::telemetry::names;
 use crate::whatsapp::AppKeys;
@@ -30,8 +35,18 @@ pub struct WebhookSettings {
     pub body_read_timeout: Duration,
 }
 
+/// What the handlers need once start-up has finished.
+#[derive(Clone)]
+pub struct Core {
+    pub ingest: Ingest,
+    pub outbound: Arc<Outbound>,
+}
+
 pub struct App {
-    core: OnceLock<Ingest>,
+    /// The running core; `None` before start-up finished and while the
+    /// store is being reopened.
+    core: RwLock<Option<Core>>,
+    /// Start-up finished and no stop requested.
     ready: AtomicBool,
     pub(crate) auth: AdminAuth,
     pub(crate) webhook: WebhookSettings,
@@ -47,10 +62,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/conversations"),
     ("GET", "/api/v1/conversations/{id}"),
     ("GET", "/api/v1/conversations/{id}/messages"),
+    ("POST", "/api/v1/conversations/{id}/messages"),
+    ("POST", "/api/v1/messages"),
     ("GET", "/api/v1/messages/{id}"),
     ("GET", "/api/v1/customers/{id}"),
     ("GET", "/api/v1/numbers"),
+    ("POST", "/api/v1/numbers/{id}/resume"),
     ("GET", "/api/v1/webhook-events"),
+    ("GET", "/api/v1/alerts"),
 ];
 
 enum Route {
@@ -62,10 +81,14 @@ enum Route {
     Conversations,
     Conversation(String),
     ConversationMessages(String),
+    ConversationSend(String),
+    Send,
     Message(String),
     Customer(String),
     Numbers,
+    NumberResume(String),
     WebhookEvents,
+    Alerts,
     NotFound,
     MethodNotAllowed(&'static str),
 }
@@ -81,10 +104,14 @@ impl Route {
             Route::Conversations => "conversations",
             Route::Conversation(_) => "conversation",
             Route::ConversationMessages(_) => "conversation_messages",
+            Route::ConversationSend(_) => "conversation_send",
+            Route::Send => "send",
             Route::Message(_) => "message",
             Route::Customer(_) => "customer",
             Route::Numbers => "numbers",
+            Route::NumberResume(_) => "number_resume",
             Route::WebhookEvents => "webhook_events",
+            Route::Alerts => "alerts",
             Route::NotFound => "not_found",
             Route::MethodNotAllowed(_) => "method_not_allowed",
         }
@@ -100,17 +127,24 @@ fn decode_segment(s: &str) -> Option<String> {
 
 fn route(method: &Method, path: &str) -> Route {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let is_get = method == Method::GET || method == Method::HEAD;
     let get = |r: Route| {
-        if method == Method::GET || method == Method::HEAD {
+        if is_get {
             r
         } else {
             Route::MethodNotAllowed("GET, HEAD")
         }
     };
-    let id = |s: &str, f: fn(String) -> Route| match decode_segment(s) {
-        Some(v) if !v.is_empty() => get(f(v)),
-        _ => Route::NotFound,
+    let post = |r: Route| {
+        if method == Method::POST {
+            r
+        } else {
+            Route::MethodNotAllowed("POST")
+        }
     };
+    let decoded = |s: &str| decode_segment(s).filter(|v| !v.is_empty());
+    let get_id =
+        |s: &str, f: fn(String) -> Route| decoded(s).map_or(Route::NotFound, |id| get(f(id)));
     match segments.as_slice() {
         ["healthz"] => get(Route::Healthz),
         ["readyz"] => get(Route::Readyz),
@@ -121,12 +155,24 @@ fn route(method: &Method, path: &str) -> Route {
         },
         ["api", "v1", "openapi.json"] => get(Route::OpenApi),
         ["api", "v1", "conversations"] => get(Route::Conversations),
-        ["api", "v1", "conversations", c] => id(c, Route::Conversation),
-        ["api", "v1", "conversations", c, "messages"] => id(c, Route::ConversationMessages),
-        ["api", "v1", "messages", m] => id(m, Route::Message),
-        ["api", "v1", "customers", c] => id(c, Route::Customer),
+        ["api", "v1", "conversations", c] => get_id(c, Route::Conversation),
+        ["api", "v1", "conversations", c, "messages"] => match decoded(c) {
+            None => Route::NotFound,
+            Some(id) if is_get => Route::ConversationMessages(id),
+            Some(id) if method == Method::POST => Route::ConversationSend(id),
+            Some(_) => Route::MethodNotAllowed("GET, HEAD, POST"),
+        },
+        ["api", "v1", "messages"] => post(Route::Send),
+        ["api", "v1", "messages", m] => get_id(m, Route::Message),
+        ["api", "v1", "customers", c] => get_id(c, Route::Customer),
         ["api", "v1", "numbers"] => get(Route::Numbers),
+        ["api", "v1", "numbers", n, "resume"] => match decoded(n) {
+            Some(id) if method == Method::POST => Route::NumberResume(id),
+            Some(_) => Route::MethodNotAllowed("POST"),
+            None => Route::NotFound,
+        },
         ["api", "v1", "webhook-events"] => get(Route::WebhookEvents),
+        ["api", "v1", "alerts"] => get(Route::Alerts),
         _ => Route::NotFound,
     }
 }
@@ -134,32 +180,52 @@ fn route(method: &Method, path: &str) -> Route {
 impl App {
     pub fn new(auth: AdminAuth, webhook: WebhookSettings) -> App {
         App {
-            core: OnceLock::new(),
+            core: RwLock::new(None),
             ready: AtomicBool::new(false),
             auth,
             webhook,
         }
     }
 
-    /// Start-up finished: webhooks and the API are served from now on.
-    pub fn set_ready(&self, ingest: Ingest) {
-        let _ = self.core.set(ingest);
+    /// Start-up (or a reopen of the store) finished: webhooks and the API
+    /// are served by `core` from now on.
+    pub fn set_ready(&self, core: Core) {
+        *self.core.write() = Some(core);
         self.ready.store(true, Ordering::Release);
         metrics::gauge!(names::READY).set(1.0);
     }
 
-    /// Shutting down (or a fatal fault): readiness goes false.
+    /// Shutting down: readiness goes false (requests in flight finish).
     pub fn set_unready(&self) {
         self.ready.store(false, Ordering::Release);
         metrics::gauge!(names::READY).set(0.0);
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.core.get().is_some_and(|i| i.journal().healthy())
+    /// The core is about to be stopped and opened again: webhooks and the
+    /// API answer 503 `not_ready` until the next [`App::set_ready`].
+    pub fn withdraw_core(&self) {
+        self.core.write().take();
+        metrics::gauge!(names::READY).set(0.0);
     }
 
-    pub(crate) fn ingest(&self) -> Option<&Ingest> {
-        self.core.get()
+    /// Start-up finished, no stop requested, and a core installed (says
+    /// nothing about whether storage can write).
+    pub(crate) fn serving(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && self.core.read().is_some()
+    }
+
+    /// Ready, and both the journal and the store can write.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+            && self
+                .core
+                .read()
+                .as_ref()
+                .is_some_and(|c| storage_writable(&c.ingest))
+    }
+
+    pub(crate) fn ingest(&self) -> Option<Ingest> {
+        self.core.read().as_ref().map(|c| c.ingest.clone())
     }
 
     pub async fn handle(
@@ -179,7 +245,7 @@ impl App {
                     error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "not_ready",
-                        "starting, shutting down, or the journal cannot write",
+                        "starting, shutting down, or the journal or the store cannot write",
                     )
                 }
             }
@@ -201,7 +267,7 @@ impl App {
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
                 r
             }
-            api_route => self.api(api_route, &req),
+            api_route => self.api(api_route, req).await,
         };
         metrics::counter!(names::API_REQUESTS, "route" => label, "status" => status_class(resp.status())).increment(1);
         if is_head {
@@ -210,16 +276,13 @@ impl App {
         resp
     }
 
-    fn api(&self, route: Route, req: &Request<Incoming>) -> Response<Body> {
-        if self
-            .auth
-            .authenticate(
-                req.headers()
-                    .get(header::AUTHORIZATION)
-                    .map(|v| v.as_bytes()),
-            )
-            .is_none()
-        {
+    async fn api(&self, route: Route, req: Request<Incoming>) -> Response<Body> {
+        let principal = self.auth.authenticate(
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        );
+        if principal.is_none() {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -229,26 +292,48 @@ impl App {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
-        let Some(ingest) = self.ingest() else {
+        let Some(core) = self.core.read().clone() else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
-                "start-up replay has not finished",
+                "start-up replay has not finished, or the store is being reopened",
             );
         };
         let params = api::Params::parse(req.uri().query());
-        let pipeline = ingest.pipeline();
+        let pipeline = core.ingest.pipeline();
         match route {
             Route::Conversations => api::conversations(pipeline, &params),
             Route::Conversation(id) => api::conversation(pipeline, &id),
             Route::ConversationMessages(id) => api::conversation_messages(pipeline, &id, &params),
             Route::Message(id) => api::message(pipeline, &id),
             Route::Customer(id) => api::customer(pipeline, &id),
-            Route::Numbers => api::numbers(pipeline),
+            Route::Numbers => api::numbers(pipeline, core.outbound.dispatcher()),
             Route::WebhookEvents => api::webhook_events(pipeline, &params),
+            Route::Alerts => api::alerts(pipeline, &params),
+            Route::NumberResume(id) => api::resume(core.outbound.dispatcher(), &id),
+            Route::Send | Route::ConversationSend(_) => {
+                let (_, body) =
+                    match read_body(req, API_MAX_BODY, self.webhook.body_read_timeout).await {
+                        Ok(read) => read,
+                        Err(refused) => return refused.response,
+                    };
+                let conv = match &route {
+                    Route::ConversationSend(id) => Some(id.as_str()),
+                    _ => None,
+                };
+                api::send(&core, conv, &body, "admin").await
+            }
             _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
         }
     }
+}
+
+/// API request bodies are small JSON objects.
+const API_MAX_BODY: usize = 256 * 1024;
+
+/// The journal and the store both take writes.
+pub(crate) fn storage_writable(ingest: &Ingest) -> bool {
+    ingest.journal().healthy() && ingest.pipeline().store().healthy()
 }
 
 fn status_class(status: StatusCode) -> &'static str {
@@ -263,6 +348,36 @@ fn status_class(status: StatusCode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_routes_take_post_only() {
+        assert!(matches!(
+            route(&Method::POST, "/api/v1/messages"),
+            Route::Send
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/api/v1/messages"),
+            Route::MethodNotAllowed("POST")
+        ));
+        assert!(
+            matches!(route(&Method::POST, "/api/v1/conversations/7/messages"), Route::ConversationSend(id) if id == "7")
+        );
+        assert!(matches!(
+            route(&Method::DELETE, "/api/v1/conversations/7/messages"),
+            Route::MethodNotAllowed(_)
+        ));
+        assert!(
+            matches!(route(&Method::POST, "/api/v1/numbers/123/resume"), Route::NumberResume(id) if id == "123")
+        );
+        assert!(matches!(
+            route(&Method::POST, "/api/v1/messages/o12"),
+            Route::MethodNotAllowed("GET, HEAD")
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/api/v1/alerts"),
+            Route::Alerts
+        ));
+    }
 
     #[test]
     fn routes_match_and_decode_ids() {

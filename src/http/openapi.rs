@@ -86,9 +86,25 @@ fn api_get(summary: &str, params: Vec<Value>, response: Value) -> Value {
             "400": err("A parameter is invalid."),
             "401": err("Missing or wrong bearer token."),
             "404": err("Not found."),
-            "503": err("Not ready yet.")
+            "503": err("Not ready yet, the store is being reopened, or it cannot be read right now; retry (see Retry-After).")
         }
     }})
+}
+
+fn send_op(summary: &str, params: Vec<Value>) -> Value {
+    json!({
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "parameters": params,
+        "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("SendRequest")}}},
+        "responses": {
+            "202": ok(schema_ref("Queued"), "Durable in the outbox; GET /api/v1/messages/{id} follows it."),
+            "401": err("Missing or wrong bearer token."),
+            "404": err("unknown_number, or no such conversation."),
+            "422": err("Refused: invalid_payload, window_closed, blocked_term, opted_out, number_cannot_send."),
+            "503": err("The number's outbox is full or the daemon is busy; retry (Retry-After).")
+        }
+    })
 }
 
 fn limit_cursor() -> Vec<Value> {
@@ -135,7 +151,7 @@ pub fn document() -> Value {
         },
         "paths": {
             "/healthz": {"get": {"summary": "Liveness.", "responses": {"200": ok(object(json!({"status": string()})), "Alive.")}}},
-            "/readyz": {"get": {"summary": "Readiness: start-up replay finished and the journal can write.", "responses": {
+            "/readyz": {"get": {"summary": "Readiness: start-up replay finished and the journal and the store can write.", "responses": {
                 "200": ok(object(json!({"status": string()})), "Ready."),
                 "503": err("Not ready.")
             }}},
@@ -163,18 +179,33 @@ pub fn document() -> Value {
                         "401": err("Missing, malformed or wrong signature."),
                         "408": err("The body did not arrive in time."),
                         "413": err("Body larger than server.max_body_bytes."),
-                        "503": err("Not ready, overloaded or the journal cannot write; retry (see Retry-After).")
+                        "503": err("Not ready, overloaded, or the journal or the store cannot write; retry (see Retry-After).")
                     }
                 }
             },
             "/api/v1/openapi.json": {"get": {"summary": "This document.", "responses": {"200": ok(json!({"type": "object"}), "OpenAPI 3.1.")}}},
             "/api/v1/conversations": api_get("Conversations, newest activity first.", conv_params, ok(page_of("Conversation"), "A page of conversations.")),
             "/api/v1/conversations/{id}": api_get("One conversation.", vec![path_id("Conversation id.")], ok(schema_ref("Conversation"), "The conversation.")),
-            "/api/v1/conversations/{id}/messages": api_get("A conversation's messages in time order.", {
-                let mut p = vec![path_id("Conversation id.")];
-                p.extend(limit_cursor());
-                p
-            }, ok(page_of("Message"), "A page of messages.")),
+            "/api/v1/conversations/{id}/messages": {
+                "get": api_get("A conversation's messages in time order.", {
+                    let mut p = vec![path_id("Conversation id.")];
+                    p.extend(limit_cursor());
+                    p
+                }, ok(page_of("Message"), "A page of messages."))["get"].clone(),
+                "post": send_op("Reply in a conversation (agent priority): to its customer through its number.", vec![path_id("Conversation id.")])
+            },
+            "/api/v1/messages": {"post": send_op("Send a message (automation priority unless `priority` says otherwise).", vec![])},
+            "/api/v1/numbers/{id}/resume": {"post": {
+                "summary": "Resume a number paused after its access token was refused.",
+                "security": [{"bearer": []}],
+                "parameters": [path_id("phone_number_id.")],
+                "responses": {
+                    "200": ok(object(json!({"number_id": string(), "was_paused": {"type": "boolean"}})), "Resumed."),
+                    "401": err("Missing or wrong bearer token."),
+                    "404": err("No such number.")
+                }
+            }},
+            "/api/v1/alerts": api_get("Alerts (blocked terms, refused tokens), newest first.", limit_cursor(), ok(page_of("Alert"), "A page of alerts.")),
             "/api/v1/messages/{id}": api_get("A message by wamid, with its status history.", vec![path_id("The wamid.")], ok(schema_ref("MessageDetail"), "The message.")),
             "/api/v1/customers/{id}": api_get("A customer by id, phone number or user id.", vec![path_id("Customer id or any of its identities.")], ok(schema_ref("Customer"), "The customer.")),
             "/api/v1/numbers": api_get("Configured numbers with counters.", vec![], ok(object(json!({"items": {"type": "array", "items": schema_ref("Number")}})), "All numbers.")),
@@ -207,8 +238,8 @@ pub fn document() -> Value {
                     "headline": nullable_string(), "body": nullable_string(), "media_type": nullable_string(), "ctwa_clid": nullable_string()
                 })),
                 "Message": object(json!({
-                    "id": string(),
-                    "wamid": string(),
+                    "id": {"type": "string", "description": "The wamid (inbound), or o<n> (outbound)."},
+                    "wamid": {"type": ["string", "null"], "description": "Null until the platform accepted an outbound message."},
                     "conversation_id": string(),
                     "direction": {"type": "string", "enum": ["in", "out"]},
                     "type": string(),
@@ -220,8 +251,35 @@ pub fn document() -> Value {
                     "status": nullable_string(),
                     "context_id": nullable_string(),
                     "referral": nullable_ref("Referral"),
-                    "raw": {"description": "The message item exactly as Meta sent it."}
+                    "priority": {"type": ["string", "null"], "enum": ["agent", "automation", "campaign", null]},
+                    "error": nullable_ref("SendError"),
+                    "raw": {"description": "The message item exactly as Meta sent it (inbound), or the Graph API request body (outbound)."}
                 })),
+                "SendError": object(json!({"code": {"type": "integer"}, "title": string(), "reason": string()})),
+                "Sending": object(json!({
+                    "rate_per_second": {"type": "number"}, "ceiling_per_second": {"type": "number"},
+                    "queued": {"type": "integer"}, "in_flight": {"type": "integer"}, "paused": {"type": "boolean"}
+                })),
+                "Alert": object(json!({
+                    "id": string(), "kind": string(), "number_id": nullable_string(), "actor": nullable_string(),
+                    "detail": string(), "at": time()
+                })),
+                "Queued": object(json!({"id": string(), "status": {"type": "string", "const": "queued"}})),
+                "SendRequest": {
+                    "type": "object",
+                    "properties": {
+                        "number_id": {"type": "string", "description": "Required for POST /api/v1/messages; omitted for a conversation reply."},
+                        "to": {"type": "string", "description": "Phone number or business-scoped user id; omitted for a conversation reply."},
+                        "type": {"type": "string", "enum": ["text", "template", "image", "document", "audio", "video", "sticker", "interactive", "reaction"]},
+                        "text": {"oneOf": [{"type": "string"}, {"type": "object"}]},
+                        "template": {"type": "object", "description": "{name, language, components?, category?}"},
+                        "media": {"type": "object", "description": "{id | link, caption?, filename?}"},
+                        "interactive": {"type": "object"},
+                        "reaction": {"type": "object", "description": "{message_id, emoji}"},
+                        "reply_to": {"type": "string"},
+                        "priority": {"type": "string", "enum": ["agent", "automation", "campaign"]}
+                    }
+                },
                 "StatusError": object(json!({"code": {"type": "integer"}, "title": nullable_string(), "message": nullable_string(), "details": nullable_string()})),
                 "Pricing": object(json!({"billable": {"type": ["boolean", "null"]}, "pricing_model": nullable_string(), "type": nullable_string(), "category": nullable_string()})),
                 "Status": object(json!({
@@ -237,7 +295,7 @@ pub fn document() -> Value {
                 })),
                 "MessageDetail": object(json!({
                     "message": nullable_ref("Message"),
-                    "wamid": string(),
+                    "wamid": nullable_string(),
                     "status": {"type": ["string", "null"], "description": "Monotonic outcome: sent < delivered < read; failed is terminal; `received` for inbound."},
                     "statuses": {"type": "array", "items": schema_ref("Status")}
                 })),
@@ -270,7 +328,8 @@ pub fn document() -> Value {
                     "messaging_tier": nullable_string(),
                     "quality_updated_at": nullable_time(),
                     "last_inbound_at": nullable_time(),
-                    "counters": schema_ref("NumberCounters")
+                    "counters": schema_ref("NumberCounters"),
+                    "sending": nullable_ref("Sending")
                 })),
                 "WebhookEvent": object(json!({
                     "id": string(),

@@ -8,13 +8,12 @@
 
 use std::time::Instant;
 
-use http::{header, Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::api::Params;
 use super::app::App;
-use super::response::{error, json, retry_after, with_type};
+use super::response::{error, json, read_body, retry_after, with_type};
 use super::server::Body;
 use crate::pipeline::ingest::IngestError;
 use crate::pipeline::Failure;
@@ -90,7 +89,7 @@ pub fn verify(app: &App, req: &Request<Incoming>) -> Response<Body> {
 /// `POST /webhooks/whatsapp`: authenticate, parse, make durable, apply, 200.
 pub async fn receive(app: &App, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let (Some(ingest), true) = (app.ingest(), app.is_ready()) else {
+    let (Some(ingest), true) = (app.ingest(), app.serving()) else {
         let resp = error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
@@ -98,54 +97,26 @@ pub async fn receive(app: &App, req: Request<Incoming>) -> Response<Body> {
         );
         return counted("POST", "not_ready", retry_after(resp, 5));
     };
-    let max = app.webhook.max_body_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
+    // Nothing is journaled while the journal or the store cannot write (a
+    // full disk, say): the journal probes by itself and the daemon reopens
+    // the store, so this clears without any request getting through.
+    if !super::app::storage_writable(&ingest) {
         let resp = error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("body over {max} bytes"),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the journal or the store cannot write (disk full?); retry",
         );
-        return counted("POST", "too_large", resp);
+        return counted("POST", "storage_unavailable", retry_after(resp, 5));
     }
-    let (parts, body) = req.into_parts();
-    let body = match tokio::time::timeout(
+    let (parts, body) = match read_body(
+        req,
+        app.webhook.max_body_bytes,
         app.webhook.body_read_timeout,
-        Limited::new(body, max).collect(),
     )
     .await
     {
-        Err(_) => {
-            let resp = error(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the body did not arrive in time",
-            );
-            return counted("POST", "body_timeout", resp);
-        }
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            let resp = error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("body over {max} bytes"),
-            );
-            return counted("POST", "too_large", resp);
-        }
-        Ok(Err(e)) => {
-            return counted(
-                "POST",
-                "bad_body",
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_body",
-                    format!("reading the body: {e}"),
-                ),
-            )
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(read) => read,
+        Err(refused) => return counted("POST", refused.outcome, refused.response),
     };
     let signature = parts.headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes());
     if let Err(e) = whatsapp::verify(&app.webhook.keys, signature, &body) {
@@ -200,7 +171,8 @@ pub async fn receive(app: &App, req: Request<Incoming>) -> Response<Body> {
     }
     metrics::histogram!(names::WEBHOOK_BODY_BYTES).record(body.len() as f64);
     match ingest.submit(delivery.events).await {
-        Ok(n) => {
+        Ok(receipt) => {
+            let n = receipt.locs.len();
             metrics::histogram!(names::WEBHOOK_INGEST_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             counted(
@@ -281,5 +253,6 @@ fn event_kind_label(ev: &crate::event::Event) -> &'static str {
         Event::Preference(_) => "preference",
         Event::Unrouted(_) => "unrouted",
         Event::Invalid(_) => "invalid",
+        Event::Outbound(_) | Event::SendOutcome(_) | Event::Alert(_) => "other",
     }
 }

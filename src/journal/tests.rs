@@ -890,6 +890,52 @@ fn failed_writes_fail_requests_then_recover() {
 }
 
 #[test]
+fn an_idle_unhealthy_journal_probes_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = JournalConfig::new(dir.path());
+    let faults = cfg.faults.clone();
+    let (j, _) = open(&cfg);
+    let (h, rx) = start(j);
+    append_each(&h, &rx, 1, &[100, 100]);
+    let seg = last_segment(&cfg);
+    let good_len = fs::metadata(&seg).unwrap().len();
+    faults.set_fail_writes(true);
+    h.append(vec![rec(3, 100)], (7, 1)).unwrap();
+    assert_eq!(wait(&rx, 1), vec![Outcome::Failed { id: 7 }]);
+    assert!(!h.healthy());
+    // Probes keep failing while the fault lasts.
+    let end = Instant::now() + 3 * writer::PROBE_INTERVAL;
+    while Instant::now() < end {
+        assert!(
+            !h.healthy(),
+            "a failing probe must not mark the journal healthy"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Space is back: with no request at all, a probe notices.
+    faults.set_fail_writes(false);
+    let end = Instant::now() + 10 * writer::PROBE_INTERVAL;
+    while !h.healthy() {
+        assert!(
+            Instant::now() < end,
+            "the writer did not probe its way back to healthy"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        good_len,
+        "probes leave the segment as it was"
+    );
+    assert_eq!((h.next_lsn(), h.last_durable_lsn()), (3, 2));
+    append_each(&h, &rx, 3, &[100]);
+    h.shutdown().unwrap();
+    let (j, r) = open(&cfg);
+    assert!(r.is_clean(), "{r:?}");
+    assert_records(&j, 1, &[(1, 100), (2, 100), (3, 100)]);
+}
+
+#[test]
 fn failed_rotation_fails_the_batch_and_leaves_no_stray_segment() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = JournalConfig {

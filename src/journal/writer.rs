@@ -14,6 +14,12 @@
 //!   batch is written until it succeeds.
 //! - A barrier runs after every batch queued before it completed (durable or
 //!   failed) and before any batch queued after it: batches never cross one.
+//! - Health: a failed batch marks the journal unhealthy and the next durable
+//!   batch marks it healthy again. Since callers may hold requests back while
+//!   it is unhealthy, the idle writer also probes by itself every
+//!   [`PROBE_INTERVAL`]: it writes and syncs a block of zeros past the last
+//!   durable record and cuts it off again (no LSN is consumed, the file ends
+//!   where it did), and a probe that succeeds marks the journal healthy.
 //! - Shutdown: the only `Sender` lives behind an `RwLock` that every producer
 //!   read-locks around `try_send`; shutdown write-locks it and drops the
 //!   sender, so each accepted request is in the queue by then and the writer
@@ -26,9 +32,9 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, Receiver, Sender, TrySendError};
+use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender, TrySendError};
 use metrics::{counter, gauge, histogram};
 use parking_lot::RwLock;
 use rkyv::util::AlignedVec;
@@ -42,6 +48,13 @@ use super::{io_err, FaultInjection, JournalConfig, JournalError, Shared, SEGMENT
 use crate::codec::CodecError;
 use crate::event::{Event, Lsn};
 use crate::telemetry::names;
+
+/// How often an idle, unhealthy writer checks whether it can write again.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Bytes a probe writes (and cuts again): a few pages, so that a disk with
+/// room for a probe has room for a typical batch too.
+const PROBE_BYTES: usize = 64 << 10;
 
 /// One record to append.
 #[derive(Debug, Clone)]
@@ -456,10 +469,18 @@ impl<C, S: Sink<C>> Writer<C, S> {
         loop {
             let first = match pending.take() {
                 Some(msg) => msg,
-                None => match self.rx.recv() {
+                None if self.shared.healthy.load(Ordering::Acquire) => match self.rx.recv() {
                     Ok(msg) => msg,
                     // Every sender is gone and the queue is empty.
                     Err(_) => break,
+                },
+                None => match self.rx.recv_timeout(PROBE_INTERVAL) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.probe();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 },
             };
             let mut bytes = match first {
@@ -586,6 +607,40 @@ impl<C, S: Sink<C>> Writer<C, S> {
             info!(segment = %self.path.display(), "journal: writes succeed again");
         }
         Ok(())
+    }
+
+    /// While unhealthy and idle: write and sync [`PROBE_BYTES`] of zeros past
+    /// the last durable record, then cut them off again through the same path
+    /// that cuts a failed batch. Success means batches can be written again.
+    fn probe(&mut self) {
+        let result = self.repair().and_then(|()| {
+            self.dirty = true;
+            let zeros = vec![0u8; PROBE_BYTES];
+            if self.faults.fail_writes.load(Ordering::SeqCst) {
+                return Err(io_err("probe segment", &self.path)(io::Error::new(
+                    ErrorKind::StorageFull,
+                    "injected fault: no space left on device",
+                )));
+            }
+            self.file
+                .write_all_at(&zeros, self.len)
+                .and_then(|()| self.sync())
+                .map_err(io_err("probe segment", &self.path))?;
+            self.repair()
+        });
+        match result {
+            Ok(()) => {
+                if !self.shared.healthy.swap(true, Ordering::AcqRel) {
+                    gauge!(names::JOURNAL_HEALTHY).set(1.0);
+                    info!(segment = %self.path.display(), "journal: a write probe succeeded; accepting batches again");
+                }
+            }
+            Err(e) => {
+                // Give back whatever part of the probe landed, now if possible.
+                let _ = self.repair();
+                tracing::debug!(error = %e, "journal: write probe failed; still unhealthy");
+            }
+        }
     }
 
     /// Cut the failed batch right away so the space is freed; if that fails

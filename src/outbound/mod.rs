@@ -1,3 +1,272 @@
 //! Outbound delivery: what Switchboard sends through the Graph API, and the
-//! rules it enforces before sending (in progress).
+//! rules it enforces before and while sending.
+//!
+//! The journey of an outbound message: [`Outbound::send`] checks the number,
+//! the payload ([`request`]), the sensitive-word filter ([`filter`]), the
+//! customer's marketing opt-out and the 24-hour window; journals an
+//! `OutboundRequest` (durable and applied before the 202: it is in the
+//! conversation and the outbox); and hands it to its number's
+//! [`dispatcher`], which paces it ([`limiter`]) and sends it ([`graph`]).
+//!
+//! Invariants: nothing refused is queued or sent; every refusal has a
+//! machine-readable code; the checks that depend on state (window, opt-out)
+//! use the state as applied when the request is made — the platform remains
+//! the final judge (131047 fails the message as `window_closed`).
+
+pub mod dispatcher;
 pub mod filter;
+pub mod graph;
+pub mod limiter;
+pub mod request;
+
+use std::sync::Arc;
+
+use crate::event::{AlertEvent, CustomerRef, Event, OutboundRequest, Priority};
+use crate::pipeline::checkpoint::now_ms;
+use crate::pipeline::ingest::{Ingest, IngestError};
+use dispatcher::{DispatchError, Dispatcher, Item};
+use request::{Invalid, Recipient, SendRequest};
+
+/// A sensitive-word check: the term a text contains, if any.
+pub trait TermCheck: Send + Sync {
+    fn blocked_term(&self, text: &str) -> Option<String>;
+}
+
+/// No terms configured.
+pub struct NoTerms;
+
+impl TermCheck for NoTerms {
+    fn blocked_term(&self, _text: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Why a message was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no number {0} is configured")]
+    UnknownNumber(String),
+    #[error("number {0} has no access token, so it cannot send")]
+    CannotSend(String),
+    #[error("{0}")]
+    Invalid(Invalid),
+    #[error("the 24-hour customer-service window is closed; only a template may be sent")]
+    WindowClosed,
+    #[error("the message contains the blocked term {term:?}")]
+    BlockedTerm { term: String },
+    #[error("the customer opted out of marketing messages")]
+    OptedOut,
+    #[error("{0}")]
+    Full(String),
+    #[error("{0}")]
+    Ingest(IngestError),
+}
+
+impl Refusal {
+    /// Machine-readable code (also the metric label).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::UnknownNumber(_) => "unknown_number",
+            Refusal::CannotSend(_) => "number_cannot_send",
+            Refusal::Invalid(_) => "invalid_payload",
+            Refusal::WindowClosed => "window_closed",
+            Refusal::BlockedTerm { .. } => "blocked_term",
+            Refusal::OptedOut => "opted_out",
+            Refusal::Full(_) => "outbox_full",
+            Refusal::Ingest(_) => "unavailable",
+        }
+    }
+}
+
+impl From<DispatchError> for Refusal {
+    fn from(e: DispatchError) -> Self {
+        match e {
+            DispatchError::UnknownNumber(n) => Refusal::UnknownNumber(n),
+            DispatchError::NoToken(n) => Refusal::CannotSend(n),
+            full @ DispatchError::Full(..) => Refusal::Full(full.to_string()),
+        }
+    }
+}
+
+/// Where a message goes: named explicitly, or a conversation's number and customer.
+pub enum Destination<'a> {
+    Explicit,
+    Conversation {
+        number_id: &'a str,
+        customer_id: &'a str,
+    },
+}
+
+/// A queued message.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Queued {
+    pub id: String,
+    pub status: &'static str,
+}
+
+pub struct Outbound {
+    ingest: Ingest,
+    dispatcher: Arc<Dispatcher>,
+    terms: Arc<dyn TermCheck>,
+}
+
+impl Outbound {
+    pub fn new(ingest: Ingest, dispatcher: Arc<Dispatcher>, terms: Arc<dyn TermCheck>) -> Outbound {
+        Outbound {
+            ingest,
+            dispatcher,
+            terms,
+        }
+    }
+
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    fn refuse(&self, r: Refusal) -> Refusal {
+        metrics::counter!(crate::telemetry::names::OUTBOUND_REFUSED, "reason" => r.code())
+            .increment(1);
+        r
+    }
+
+    /// Check, journal and queue a message; `actor` is who asks.
+    pub async fn send(
+        &self,
+        req: SendRequest,
+        dest: Destination<'_>,
+        actor: &str,
+        default_priority: Priority,
+    ) -> Result<Queued, Refusal> {
+        let pipeline = self.ingest.pipeline();
+        let (number_id, to) = match dest {
+            Destination::Explicit => {
+                let number = req.number_id.clone().ok_or(Refusal::Invalid(Invalid {
+                    field: "number_id",
+                    message: "is required".into(),
+                }));
+                let to = req.to.clone().ok_or(Refusal::Invalid(Invalid {
+                    field: "to",
+                    message: "is required".into(),
+                }));
+                (
+                    number.map_err(|r| self.refuse(r))?,
+                    to.map_err(|r| self.refuse(r))?,
+                )
+            }
+            Destination::Conversation {
+                number_id,
+                customer_id,
+            } => {
+                if req.number_id.is_some() || req.to.is_some() {
+                    let bad = Invalid {
+                        field: "to",
+                        message:
+                            "a reply goes to the conversation's customer; omit number_id and to"
+                                .into(),
+                    };
+                    return Err(self.refuse(Refusal::Invalid(bad)));
+                }
+                let c = pipeline.directory().get(customer_id);
+                let to = c
+                    .and_then(|c| c.user_id.or(c.wa_id))
+                    .unwrap_or_else(|| customer_id.to_string());
+                (number_id.to_string(), to)
+            }
+        };
+        self.dispatcher
+            .check(&number_id)
+            .map_err(|e| self.refuse(e.into()))?;
+        let recipient = Recipient::parse(&to).map_err(|e| self.refuse(Refusal::Invalid(e)))?;
+        let built = req
+            .build(&recipient, default_priority)
+            .map_err(|e| self.refuse(Refusal::Invalid(e)))?;
+        if let Some(term) = built
+            .readable
+            .iter()
+            .find_map(|t| self.terms.blocked_term(t))
+        {
+            let alert = AlertEvent {
+                kind: "blocked_term".into(),
+                number_id: Some(number_id.clone()),
+                actor: Some(actor.to_string()),
+                detail: format!(
+                    "message to {} refused: it contains the blocked term {term:?}",
+                    recipient.as_str()
+                ),
+                route: crate::pipeline::route_hash(&number_id, ""),
+                at_ms: now_ms(),
+            };
+            if let Err(e) = self.ingest.submit(vec![Event::Alert(alert)]).await {
+                tracing::error!(error = %e, "recording a blocked-term alert failed");
+            }
+            return Err(self.refuse(Refusal::BlockedTerm { term }));
+        }
+        let customer = match &recipient {
+            Recipient::Phone(p) => CustomerRef {
+                wa_id: Some(p.clone()),
+                ..Default::default()
+            },
+            Recipient::UserId(u) => CustomerRef {
+                user_id: Some(u.clone()),
+                ..Default::default()
+            },
+        };
+        let home = pipeline.directory().home_for(&customer);
+        if built.category.as_deref() == Some("marketing") {
+            let stopped = pipeline
+                .directory()
+                .get(&home)
+                .and_then(|c| c.marketing)
+                .is_some_and(|m| m.value == "stop");
+            if stopped {
+                return Err(self.refuse(Refusal::OptedOut));
+            }
+        }
+        if built.free_form {
+            let open = pipeline
+                .open_conversation(&number_id, &home)
+                .and_then(|c| c.window_expires_at)
+                .is_some_and(|expires| expires > now_ms() / 1000);
+            if !open {
+                return Err(self.refuse(Refusal::WindowClosed));
+            }
+        }
+        let created_at_ms = now_ms();
+        let request = OutboundRequest {
+            number_id: number_id.clone(),
+            route: 0,
+            customer,
+            kind: built.kind,
+            priority: built.priority,
+            body: built.body.to_string(),
+            text: built.text,
+            template: built.template,
+            category: built.category,
+            reply_to: req.reply_to,
+            submitted_by: actor.to_string(),
+            created_at_ms,
+        };
+        let receipt = self
+            .ingest
+            .submit(vec![Event::Outbound(request)])
+            .await
+            .map_err(|e| self.refuse(Refusal::Ingest(e)))?;
+        let loc = *receipt
+            .locs
+            .first()
+            .ok_or(Refusal::Ingest(IngestError::Closed))?;
+        let item = Item {
+            lsn: receipt.first_lsn,
+            loc,
+            recipient: recipient.as_str().to_string(),
+            priority: built.priority,
+            created_at_ms,
+            attempt: 0,
+        };
+        self.dispatcher.enqueue(&number_id, item)?;
+        Ok(Queued {
+            id: format!("o{}", receipt.first_lsn),
+            status: "queued",
+        })
+    }
+}

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Completion, Failure, Pipeline, PipelineError};
+use super::{Completion, Failure, Pipeline, PipelineError, Receipt};
 use crate::event::{Event, Lsn};
 use crate::journal::{AppendError, Appender, Journal, JournalError, Record, RecordLoc, Sink};
 use crate::telemetry::names;
@@ -24,18 +24,22 @@ pub struct IngestCtx {
 }
 
 /// Journal sink: hands durable events to the shards (on the writer thread).
-pub struct Dispatcher {
+pub struct ShardSink {
     pipeline: Arc<Pipeline>,
 }
 
-impl Dispatcher {
+impl ShardSink {
     pub fn new(pipeline: Arc<Pipeline>) -> Self {
-        Dispatcher { pipeline }
+        ShardSink { pipeline }
     }
 }
 
-impl Sink<IngestCtx> for Dispatcher {
+impl Sink<IngestCtx> for ShardSink {
     fn durable(&mut self, first_lsn: Lsn, locs: &[RecordLoc], ctx: IngestCtx) {
+        ctx.done.set_receipt(Receipt {
+            first_lsn,
+            locs: locs.to_vec(),
+        });
         let items = ctx
             .events
             .into_iter()
@@ -94,10 +98,10 @@ impl Ingest {
         &self.journal
     }
 
-    /// Make `events` durable and applied. Returns how many were submitted.
-    pub async fn submit(&self, mut events: Vec<Event>) -> Result<usize, IngestError> {
+    /// Make `events` durable and applied; returns where they went.
+    pub async fn submit(&self, mut events: Vec<Event>) -> Result<Receipt, IngestError> {
         if events.is_empty() {
-            return Ok(0);
+            return Ok(Receipt::default());
         }
         self.pipeline.route(&mut events);
         let mut records = Vec::with_capacity(events.len());
@@ -115,12 +119,11 @@ impl Ingest {
         if !self.pipeline.reserve(&counts) {
             return Err(IngestError::Overloaded);
         }
-        let n = events.len();
         let (done, rx) = Completion::new(counts.len());
         let ctx = IngestCtx {
             events,
             counts,
-            done,
+            done: done.clone(),
         };
         if let Err(e) = self.journal.append(records, ctx) {
             let (ctx, err) = match e {
@@ -132,7 +135,7 @@ impl Ingest {
             return Err(err);
         }
         match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(Ok(()))) => Ok(n),
+            Ok(Ok(Ok(()))) => Ok(done.take_receipt().unwrap_or_default()),
             Ok(Ok(Err(failure))) => Err(IngestError::Failed(failure)),
             Ok(Err(_)) => Err(IngestError::Failed(Failure::Apply(
                 "the pipeline dropped the request".into(),

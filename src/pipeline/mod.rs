@@ -70,6 +70,15 @@ pub struct Completion {
     remaining: AtomicUsize,
     error: Mutex<Option<Failure>>,
     tx: Mutex<Option<oneshot::Sender<Result<(), Failure>>>>,
+    /// Where the request's records went, set once they are durable.
+    receipt: Mutex<Option<Receipt>>,
+}
+
+/// The journal positions of a request's records, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    pub first_lsn: Lsn,
+    pub locs: Vec<RecordLoc>,
 }
 
 impl Completion {
@@ -79,6 +88,7 @@ impl Completion {
             remaining: AtomicUsize::new(parts),
             error: Mutex::new(None),
             tx: Mutex::new(Some(tx)),
+            receipt: Mutex::new(None),
         });
         if parts == 0 {
             c.finish();
@@ -94,6 +104,15 @@ impl Completion {
             };
             let _ = tx.send(result);
         }
+    }
+
+    /// Record where the request's records went (before they are dispatched).
+    pub fn set_receipt(&self, receipt: Receipt) {
+        *self.receipt.lock() = Some(receipt);
+    }
+
+    pub fn take_receipt(&self) -> Option<Receipt> {
+        self.receipt.lock().take()
     }
 
     /// One shard finished its part.
@@ -214,7 +233,17 @@ impl Pipeline {
                     p.customer.home = dir.home_for(&p.customer);
                     p.route = route_hash(&p.number_id, &p.customer.home);
                 }
-                Event::Account(_) | Event::Unrouted(_) | Event::Invalid(_) => {}
+                Event::Outbound(o) => {
+                    o.customer.home = dir.home_for(&o.customer);
+                    o.route = route_hash(&o.number_id, &o.customer.home);
+                }
+                // Outcomes carry their request's route; the rest were routed
+                // where they were made.
+                Event::Account(_)
+                | Event::Unrouted(_)
+                | Event::Invalid(_)
+                | Event::SendOutcome(_)
+                | Event::Alert(_) => {}
             }
         }
     }
@@ -283,6 +312,20 @@ impl Pipeline {
                 done.part_done(Some("shard stopped".into()));
             }
         }
+    }
+
+    /// The open conversation of one of our numbers with a customer (by id).
+    pub fn open_conversation(
+        &self,
+        number_id: &str,
+        customer_id: &str,
+    ) -> Option<crate::store::records::ConversationRecord> {
+        let shard = self.shard_of(route_hash(number_id, customer_id));
+        self.shards[shard]
+            .state
+            .read()
+            .open_conversation(number_id, customer_id)
+            .cloned()
     }
 
     /// Read access to every shard's state, one at a time.

@@ -24,14 +24,16 @@ use parking_lot::{Mutex, RwLock};
 
 use super::directory::Directory;
 use super::numbers::Numbers;
-use super::state::ShardState;
+use super::state::{Filing, ShardState};
 use super::Completion;
 use crate::event::{
-    AccountEvent, ContentHash, Direction, Event, InvalidEvent, Lsn, MessageEvent, PreferenceEvent,
-    StatusEvent, UnroutedEvent,
+    AccountEvent, AlertEvent, ContentHash, Direction, Event, InvalidEvent, Lsn, MessageEvent,
+    OutboundRequest, Outcome, PreferenceEvent, SendOutcome, StatusEvent, UnroutedEvent,
 };
 use crate::journal::RecordLoc;
-use crate::store::records::{kind, DedupeMark, Loc, MessageIndex, NumberCounters};
+use crate::store::records::{
+    kind, DedupeMark, Loc, MessageIndex, NumberCounters, OutboxEntry, OutboxState, PendingMark,
+};
 use crate::store::{keys, Inserted, Store, StoreError};
 use crate::telemetry::{self, names};
 
@@ -264,7 +266,138 @@ pub(crate) fn apply_event(
         Event::Preference(p) => apply_preference(sh, lsn, loc, p),
         Event::Unrouted(u) => apply_unrouted(sh, lsn, loc, u),
         Event::Invalid(i) => apply_invalid(sh, lsn, loc, i),
+        Event::Outbound(o) => apply_outbound(sh, state, lsn, loc, o),
+        Event::SendOutcome(o) => apply_outcome(sh, state, lsn, o),
+        Event::Alert(a) => apply_alert(sh, lsn, loc, a),
     }
+}
+
+/// An outbound request: file it in its conversation, open its outbox entry
+/// and mark it pending. Every write is a put keyed by the request's LSN, so
+/// replay rewrites the same values; a later outcome (replayed after it)
+/// moves it on again.
+fn apply_outbound(
+    sh: &Shared,
+    state: &mut ShardState,
+    lsn: Lsn,
+    loc: RecordLoc,
+    o: OutboundRequest,
+) -> Result<(), StoreError> {
+    let at = o.created_at_ms.div_euclid(1000);
+    sh.directory.observe(lsn, &o.customer, at, None);
+    let conv = state.conversation_of(lsn, &o.number_id, &o.customer.home);
+    state.file(
+        conv,
+        lsn,
+        &Filing {
+            number_id: &o.number_id,
+            customer_id: &o.customer.home,
+            route: o.route,
+            timestamp: at,
+            from_customer: false,
+        },
+    );
+    sh.store.put_timeline(conv, at, lsn, loc)?;
+    let entry = OutboxEntry {
+        conv_id: conv,
+        number_id: o.number_id.clone(),
+        priority: o.priority,
+        loc: loc.into(),
+        created_at_ms: o.created_at_ms,
+        state: OutboxState::Queued,
+        updated_at_ms: o.created_at_ms,
+    };
+    if sh
+        .store
+        .outbox(lsn)?
+        .is_none_or(|e| e.state == OutboxState::Queued)
+    {
+        sh.store
+            .put(&keys::outbox(lsn), kind::OUTBOX, lsn, &entry)?;
+        let recipient = o
+            .customer
+            .user_id
+            .clone()
+            .or(o.customer.wa_id.clone())
+            .unwrap_or_default();
+        let mark = PendingMark {
+            number_id: o.number_id,
+            recipient,
+            priority: o.priority,
+            loc: loc.into(),
+            created_at_ms: o.created_at_ms,
+            started: 0,
+        };
+        sh.store
+            .put(&keys::pending(lsn), kind::PENDING, lsn, &mark)?;
+    }
+    metrics::counter!(names::OUTBOUND_REQUESTS, "priority" => o.priority.as_str()).increment(1);
+    Ok(())
+}
+
+fn apply_outcome(
+    sh: &Shared,
+    state: &mut ShardState,
+    lsn: Lsn,
+    o: SendOutcome,
+) -> Result<(), StoreError> {
+    let Some(mut entry) = sh.store.outbox(o.request)? else {
+        tracing::error!(
+            request = o.request,
+            "send outcome for an unknown outbound request"
+        );
+        return Ok(());
+    };
+    match o.outcome {
+        Outcome::Started { attempt } => {
+            if let Some(mut mark) = sh.store.pending(o.request)? {
+                mark.started = mark.started.max(attempt);
+                sh.store
+                    .put(&keys::pending(o.request), kind::PENDING, lsn, &mark)?;
+            }
+        }
+        Outcome::Accepted { wamid } => {
+            let index = MessageIndex {
+                conv_id: entry.conv_id,
+                timestamp: entry.created_at_ms.div_euclid(1000),
+                lsn: o.request,
+                loc: entry.loc,
+            };
+            // The wamid now finds the message (statuses that came first are already keyed by it).
+            sh.store
+                .insert_new(&keys::message(&wamid), kind::MESSAGE, lsn, &index)?;
+            if entry.state == OutboxState::Queued {
+                state.counters_mut(&entry.number_id).outbound_messages += 1;
+            }
+            entry.state = OutboxState::Sent { wamid };
+            entry.updated_at_ms = o.at_ms;
+            sh.store
+                .put(&keys::outbox(o.request), kind::OUTBOX, lsn, &entry)?;
+            sh.store.remove(&keys::pending(o.request))?;
+        }
+        Outcome::Failed {
+            code,
+            title,
+            reason,
+        } => {
+            entry.state = OutboxState::Failed {
+                code,
+                title,
+                reason,
+            };
+            entry.updated_at_ms = o.at_ms;
+            sh.store
+                .put(&keys::outbox(o.request), kind::OUTBOX, lsn, &entry)?;
+            sh.store.remove(&keys::pending(o.request))?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_alert(sh: &Shared, lsn: Lsn, loc: RecordLoc, a: AlertEvent) -> Result<(), StoreError> {
+    metrics::counter!(names::ALERTS, "kind" => telemetry::alert_kind_label(&a.kind)).increment(1);
+    sh.store
+        .put(&keys::event(lsn), kind::ALERT, lsn, &Loc::from(loc))
 }
 
 fn apply_message(
@@ -281,6 +414,7 @@ fn apply_message(
     let index = MessageIndex {
         conv_id: conv,
         timestamp: m.timestamp,
+        lsn,
         loc: loc.into(),
     };
     let seen = seen(sh.store.insert_new(&key, kind::MESSAGE, lsn, &index)?, lsn);

@@ -32,6 +32,18 @@ impl ConversationFilter {
     }
 }
 
+/// What filing a message in a conversation needs to know.
+pub struct Filing<'a> {
+    pub number_id: &'a str,
+    pub customer_id: &'a str,
+    pub route: u32,
+    /// Payload (or request) time, Unix seconds.
+    pub timestamp: i64,
+    /// A customer's own message: it opens or extends the service window
+    /// and counts as unread.
+    pub from_customer: bool,
+}
+
 #[derive(Default)]
 pub struct ShardState {
     convs: HashMap<u64, ConversationRecord>,
@@ -94,9 +106,14 @@ impl ShardState {
     /// the open one of its number and customer, or a new one whose id would
     /// be `lsn`. Changes nothing.
     pub fn conversation_for(&self, lsn: Lsn, ev: &MessageEvent) -> u64 {
+        self.conversation_of(lsn, &ev.number_id, &ev.customer.home)
+    }
+
+    /// [`Self::conversation_for`] by number and customer id.
+    pub fn conversation_of(&self, lsn: Lsn, number_id: &str, customer_id: &str) -> u64 {
         self.open
-            .get(ev.number_id.as_str())
-            .and_then(|m| m.get(ev.customer.home.as_str()))
+            .get(number_id)
+            .and_then(|m| m.get(customer_id))
             .copied()
             .unwrap_or(lsn)
     }
@@ -104,17 +121,33 @@ impl ShardState {
     /// File a message in conversation `id` (from [`Self::conversation_for`]),
     /// opening it if it does not exist yet.
     pub fn file_message(&mut self, id: u64, lsn: Lsn, ev: &MessageEvent) {
-        let home = ev.customer.home.as_str();
+        self.file(
+            id,
+            lsn,
+            &Filing {
+                number_id: &ev.number_id,
+                customer_id: &ev.customer.home,
+                route: ev.route,
+                timestamp: ev.timestamp,
+                from_customer: ev.direction == Direction::In && ev.kind != "system",
+            },
+        );
+    }
+
+    /// File a message described by `f` in conversation `id`, opening it if
+    /// needed.
+    pub fn file(&mut self, id: u64, lsn: Lsn, f: &Filing<'_>) {
+        let home = f.customer_id;
         if !self.convs.contains_key(&id) {
             let rec = ConversationRecord {
                 id,
-                number_id: ev.number_id.clone(),
+                number_id: f.number_id.to_string(),
                 customer_id: home.to_string(),
-                route: ev.route,
+                route: f.route,
                 status: ConversationStatus::Unassigned,
                 assignee: None,
-                opened_at: ev.timestamp,
-                last_message_at: ev.timestamp,
+                opened_at: f.timestamp,
+                last_message_at: f.timestamp,
                 last_inbound_at: None,
                 window_expires_at: None,
                 unread: 0,
@@ -122,25 +155,25 @@ impl ShardState {
                 last_lsn: 0,
             };
             self.open
-                .entry(ev.number_id.clone())
+                .entry(f.number_id.to_string())
                 .or_default()
                 .insert(home.to_string(), id);
             self.activity.insert((rec.last_message_at, id));
             self.convs.insert(id, rec);
-            self.counters_mut(&ev.number_id).conversations_opened += 1;
+            self.counters_mut(f.number_id).conversations_opened += 1;
         }
         let conv = self.convs.get_mut(&id).expect("inserted above");
         if lsn > conv.last_lsn {
             let before = (conv.last_message_at, id);
-            conv.last_message_at = conv.last_message_at.max(ev.timestamp);
-            if ev.direction == Direction::In && ev.kind != "system" {
+            conv.last_message_at = conv.last_message_at.max(f.timestamp);
+            if f.from_customer {
                 // The window is computed from the payload timestamp, never
                 // from arrival time, and only moves forward.
                 conv.last_inbound_at = Some(
                     conv.last_inbound_at
-                        .map_or(ev.timestamp, |t| t.max(ev.timestamp)),
+                        .map_or(f.timestamp, |t| t.max(f.timestamp)),
                 );
-                let expires = ev.timestamp.saturating_add(SERVICE_WINDOW_SECS);
+                let expires = f.timestamp.saturating_add(SERVICE_WINDOW_SECS);
                 conv.window_expires_at =
                     Some(conv.window_expires_at.map_or(expires, |t| t.max(expires)));
                 conv.unread = conv.unread.saturating_add(1);

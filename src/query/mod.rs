@@ -11,13 +11,13 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::event::{
-    Direction, ErrorInfo, Event, Lsn, MessageEvent, Pricing, Referral, StatusEvent,
+    Direction, ErrorInfo, Event, Lsn, MessageEvent, OutboundRequest, Pricing, Referral, StatusEvent,
 };
 use crate::journal::RecordLoc;
 use crate::pipeline::directory::CustomerSummary;
 use crate::pipeline::state::ConversationFilter;
 use crate::pipeline::Pipeline;
-use crate::store::records::{ConversationRecord, ConversationStatus, CustomerRecord};
+use crate::store::records::{ConversationRecord, ConversationStatus, CustomerRecord, OutboxState};
 use crate::store::StoreError;
 
 pub const DEFAULT_LIMIT: usize = 50;
@@ -157,10 +157,22 @@ pub struct MediaView {
     pub animated: bool,
 }
 
+/// Why an outbound message failed.
+#[derive(Debug, Serialize)]
+pub struct SendErrorView {
+    /// The platform's error code (0 when the failure was ours).
+    pub code: i64,
+    pub title: String,
+    /// Our reason code, e.g. `window_closed`, `retries_exhausted`.
+    pub reason: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct MessageView {
+    /// The wamid for inbound messages; `o<n>` for outbound ones.
     pub id: String,
-    pub wamid: String,
+    /// Null for an outbound message the platform has not accepted yet.
+    pub wamid: Option<String>,
     pub conversation_id: String,
     pub direction: &'static str,
     #[serde(rename = "type")]
@@ -174,6 +186,11 @@ pub struct MessageView {
     pub status: Option<String>,
     pub context_id: Option<String>,
     pub referral: Option<Referral>,
+    /// Outbound only: dispatch priority.
+    pub priority: Option<&'static str>,
+    /// Outbound only: why it failed.
+    pub error: Option<SendErrorView>,
+    /// The item as Meta sent it (inbound), or the Graph API request body (outbound).
     pub raw: Box<RawValue>,
 }
 
@@ -250,7 +267,7 @@ impl From<&StatusEvent> for StatusView {
 pub struct MessageDetail {
     /// Absent when only statuses are known (a message sent by another system).
     pub message: Option<MessageView>,
-    pub wamid: String,
+    pub wamid: Option<String>,
     /// The monotonic outcome of `statuses`.
     pub status: Option<String>,
     /// In the order the platform timestamped them.
@@ -324,6 +341,8 @@ pub struct NumberView {
     pub quality_updated_at: Option<String>,
     pub last_inbound_at: Option<String>,
     pub counters: NumberCountersView,
+    /// The number's dispatcher: current rate, ceiling, queue (filled in by the API layer).
+    pub sending: Option<crate::outbound::dispatcher::LaneView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -337,6 +356,14 @@ pub struct WebhookEventView {
     pub detail: Option<String>,
     pub received_at: String,
     pub raw: Box<RawValue>,
+}
+
+/// The LSN of a local outbound id `o<n>`.
+pub fn parse_local_id(id: &str) -> Option<Lsn> {
+    id.strip_prefix('o')
+        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))?
+        .parse()
+        .ok()
 }
 
 /// Rank of a status in the monotonic order; `None` for values outside it.
@@ -460,16 +487,6 @@ impl<'a> Queries<'a> {
         Event::decode(r.kind, r.version, &r.payload).map_err(|e| QueryError::Record(e.to_string()))
     }
 
-    fn load_message(&self, loc: RecordLoc) -> Result<MessageEvent, QueryError> {
-        match self.load(loc)? {
-            Event::Message(m) => Ok(m),
-            other => Err(QueryError::Record(format!(
-                "expected a message, found record kind {}",
-                other.kind()
-            ))),
-        }
-    }
-
     /// Every status of `wamid` (lsn, status), in the order the platform timestamped them.
     fn load_statuses(&self, wamid: &str) -> Result<Vec<(Lsn, StatusEvent)>, QueryError> {
         let mut out = Vec::new();
@@ -498,7 +515,7 @@ impl<'a> Queries<'a> {
         };
         Ok(MessageView {
             id: m.wamid.clone(),
-            wamid: m.wamid.clone(),
+            wamid: Some(m.wamid.clone()),
             conversation_id: conv_id.to_string(),
             direction: m.direction.as_str(),
             kind: m.kind.clone(),
@@ -518,8 +535,75 @@ impl<'a> Queries<'a> {
             status,
             context_id: m.context_id.clone(),
             referral: m.referral.clone(),
+            priority: None,
+            error: None,
             raw: raw_json(&m.raw),
         })
+    }
+
+    /// An outbound message: its request and what became of it.
+    fn outbound_view(&self, lsn: Lsn, req: &OutboundRequest) -> Result<MessageView, QueryError> {
+        let store = self.pipeline.store();
+        let entry = store.outbox(lsn)?;
+        let (status, wamid, error) = match entry.as_ref().map(|e| &e.state) {
+            Some(OutboxState::Sent { wamid }) => {
+                let statuses = self.load_statuses(wamid)?;
+                let status = monotonic_status(statuses.iter().map(|(_, s)| s.status.as_str()))
+                    .unwrap_or("accepted");
+                (status.to_string(), Some(wamid.clone()), None)
+            }
+            Some(OutboxState::Failed {
+                code,
+                title,
+                reason,
+            }) => (
+                "failed".to_string(),
+                None,
+                Some(SendErrorView {
+                    code: *code,
+                    title: title.clone(),
+                    reason: reason.clone(),
+                }),
+            ),
+            Some(OutboxState::Queued) | None => {
+                let started = store.pending(lsn)?.is_some_and(|p| p.started > 0);
+                (
+                    (if started { "sending" } else { "queued" }).to_string(),
+                    None,
+                    None,
+                )
+            }
+        };
+        Ok(MessageView {
+            id: format!("o{lsn}"),
+            wamid,
+            conversation_id: entry.map(|e| e.conv_id.to_string()).unwrap_or_default(),
+            direction: "out",
+            kind: req.kind.clone(),
+            text: req.text.clone(),
+            media: None,
+            timestamp: rfc3339_ms(req.created_at_ms),
+            timestamp_valid: true,
+            received_at: rfc3339_ms(req.created_at_ms),
+            status: Some(status),
+            context_id: req.reply_to.clone(),
+            referral: None,
+            priority: Some(req.priority.as_str()),
+            error,
+            raw: raw_json(&req.body),
+        })
+    }
+
+    /// The message whose record (written at `lsn`) is at `loc`.
+    fn view_at(&self, conv_id: u64, lsn: Lsn, loc: RecordLoc) -> Result<MessageView, QueryError> {
+        match self.load(loc)? {
+            Event::Message(m) => self.message_view(conv_id, &m),
+            Event::Outbound(o) => self.outbound_view(lsn, &o),
+            other => Err(QueryError::Record(format!(
+                "expected a message, found record kind {}",
+                other.kind()
+            ))),
+        }
     }
 
     /// A conversation's messages in time order.
@@ -537,8 +621,8 @@ impl<'a> Queries<'a> {
         let more = entries.len() > limit;
         entries.truncate(limit);
         let mut items = Vec::with_capacity(entries.len());
-        for (_, _, loc) in &entries {
-            items.push(self.message_view(conv.id, &self.load_message(*loc)?)?);
+        for (_, lsn, loc) in &entries {
+            items.push(self.view_at(conv.id, *lsn, *loc)?);
         }
         let next_cursor = if more {
             entries.last().map(|(ts, lsn, _)| cursor(*ts, *lsn))
@@ -548,25 +632,42 @@ impl<'a> Queries<'a> {
         Ok(Page { items, next_cursor })
     }
 
-    /// A message by wamid with its status history.
-    pub fn message(&self, wamid: &str) -> Result<MessageDetail, QueryError> {
-        let message = match self.pipeline.store().message(wamid)? {
-            Some((_, index)) => Some((index.conv_id, self.load_message(index.loc.into())?)),
-            None => None,
+    /// A message by wamid, or an outbound message by its local id `o<n>`,
+    /// with the platform's status history.
+    pub fn message(&self, id: &str) -> Result<MessageDetail, QueryError> {
+        let store = self.pipeline.store();
+        let message = match parse_local_id(id) {
+            Some(lsn) => {
+                let entry = store.outbox(lsn)?.ok_or(QueryError::NotFound("message"))?;
+                Some(self.view_at(entry.conv_id, lsn, entry.loc.into())?)
+            }
+            None => match store.message(id)? {
+                Some((_, index)) => {
+                    Some(self.view_at(index.conv_id, index.lsn, index.loc.into())?)
+                }
+                None => None,
+            },
         };
-        let statuses = self.load_statuses(wamid)?;
+        let wamid = match &message {
+            Some(m) => m.wamid.clone(),
+            None => Some(id.to_string()),
+        };
+        let statuses = match &wamid {
+            Some(w) => self.load_statuses(w)?,
+            None => Vec::new(),
+        };
         if message.is_none() && statuses.is_empty() {
             return Err(QueryError::NotFound("message"));
         }
         let status = match &message {
-            Some((_, m)) if m.direction == Direction::In => Some("received".to_string()),
-            _ => monotonic_status(statuses.iter().map(|(_, s)| s.status.as_str())).map(Into::into),
+            Some(m) => m.status.clone(),
+            None => {
+                monotonic_status(statuses.iter().map(|(_, s)| s.status.as_str())).map(Into::into)
+            }
         };
         Ok(MessageDetail {
-            message: message
-                .map(|(conv, m)| self.message_view(conv, &m))
-                .transpose()?,
-            wamid: wamid.to_string(),
+            message,
+            wamid,
             status,
             statuses: statuses.iter().map(|(_, s)| StatusView::from(s)).collect(),
         })
@@ -615,6 +716,7 @@ impl<'a> Queries<'a> {
                     conversations_opened: rec.counters.conversations_opened,
                     open_conversations: open.get(&entry.info.phone_number_id).copied().unwrap_or(0),
                 },
+                sending: None,
             })
             .collect()
     }
@@ -671,6 +773,54 @@ impl<'a> Queries<'a> {
     }
 }
 
+impl<'a> Queries<'a> {
+    /// Alerts, newest first.
+    pub fn alerts(
+        &self,
+        limit_param: Option<usize>,
+        cursor_param: Option<&str>,
+    ) -> Result<Page<AlertView>, QueryError> {
+        let limit = limit(limit_param)?;
+        let before = parse_lsn_cursor(cursor_param)?;
+        let mut found =
+            self.pipeline
+                .store()
+                .events(before, Some(crate::event::kind::ALERT), limit + 1)?;
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let next_cursor = if more {
+            found.last().map(|(lsn, _, _)| lsn.to_string())
+        } else {
+            None
+        };
+        let mut items = Vec::with_capacity(found.len());
+        for (lsn, _, loc) in found {
+            if let Event::Alert(a) = self.load(loc)? {
+                items.push(AlertView {
+                    id: lsn.to_string(),
+                    kind: a.kind,
+                    number_id: a.number_id,
+                    actor: a.actor,
+                    detail: a.detail,
+                    at: rfc3339_ms(a.at_ms),
+                });
+            }
+        }
+        Ok(Page { items, next_cursor })
+    }
+}
+
+fn parse_lsn_cursor(cursor: Option<&str>) -> Result<Option<Lsn>, QueryError> {
+    cursor
+        .map(|c| {
+            c.parse::<u64>().map_err(|_| QueryError::Invalid {
+                field: "cursor",
+                message: "not a cursor this API returned".into(),
+            })
+        })
+        .transpose()
+}
+
 fn webhook_event_view(lsn: u64, ev: Event) -> Option<WebhookEventView> {
     let id = lsn.to_string();
     Some(match ev {
@@ -718,8 +868,24 @@ fn webhook_event_view(lsn: u64, ev: Event) -> Option<WebhookEventView> {
             received_at: rfc3339_ms(i.received_at_ms),
             raw: raw_json(&i.raw),
         },
-        Event::Message(_) | Event::Status(_) => return None,
+        Event::Message(_)
+        | Event::Status(_)
+        | Event::Outbound(_)
+        | Event::SendOutcome(_)
+        | Event::Alert(_) => return None,
     })
+}
+
+/// An alert for operators.
+#[derive(Debug, Serialize)]
+pub struct AlertView {
+    pub id: String,
+    /// `blocked_term`, `token_expired`, ...
+    pub kind: String,
+    pub number_id: Option<String>,
+    pub actor: Option<String>,
+    pub detail: String,
+    pub at: String,
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 //! | `s`    | wamid len u16, wamid, status          | `Loc` of the status (status dedupe) |
 //! | `e`    | lsn u64                               | `Loc` of an account/preference/unrouted/invalid event |
 //! | `d`    | 16-byte content hash                  | `DedupeMark` (account-level dedupe) |
+//! | `o`    | lsn u64 (the request's)               | `OutboxEntry` (outbound message by local id) |
+//! | `p`    | lsn u64 (the request's)               | `PendingMark` (not yet sent or failed) |
 //! | `C`    | conv id u64                           | `ConversationRecord` (checkpoint) |
 //! | `U`    | customer id                           | `CustomerRecord` (checkpoint) |
 //! | `N`    | phone_number_id                       | `NumberRecord` (checkpoint) |
@@ -23,6 +25,8 @@ pub const CONV_MESSAGE: u8 = b'x';
 pub const STATUS: u8 = b's';
 pub const EVENT: u8 = b'e';
 pub const DEDUPE: u8 = b'd';
+pub const OUTBOX: u8 = b'o';
+pub const PENDING: u8 = b'p';
 pub const CONVERSATION: u8 = b'C';
 pub const CUSTOMER: u8 = b'U';
 pub const NUMBER: u8 = b'N';
@@ -101,6 +105,26 @@ pub fn event(lsn: Lsn) -> [u8; 9] {
 pub fn parse_event(key: &[u8]) -> Option<Lsn> {
     (key.len() == 9 && key[0] == EVENT)
         .then(|| u64::from_be_bytes(key[1..9].try_into().unwrap_or_default()))
+}
+
+fn lsn_key(prefix: u8, lsn: Lsn) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&lsn.to_be_bytes());
+    k
+}
+
+pub fn outbox(lsn: Lsn) -> [u8; 9] {
+    lsn_key(OUTBOX, lsn)
+}
+
+pub fn pending(lsn: Lsn) -> [u8; 9] {
+    lsn_key(PENDING, lsn)
+}
+
+/// The LSN of an `o` or `p` key.
+pub fn parse_lsn_key(key: &[u8]) -> Option<Lsn> {
+    (key.len() == 9).then(|| u64::from_be_bytes(key[1..9].try_into().unwrap_or_default()))
 }
 
 pub fn dedupe(hash: &ContentHash) -> [u8; 17] {

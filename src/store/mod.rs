@@ -23,18 +23,28 @@
 //!   position) uses [`Writes`].
 //! - Calls are synchronous: shard threads and the checkpointer call them;
 //!   the async API only does short point reads and bounded scans.
+//! - A failed write marks the store unhealthy for good ([`Store::healthy`]):
+//!   sled 0.34 keeps the first I/O error of a background log write (ENOSPC,
+//!   EIO) and fails every later write with it until the database is opened
+//!   again, and writes it had already acknowledged may be lost with that
+//!   buffer. Reads keep working. The daemon answers webhooks 503 meanwhile and
+//!   reopens the store in place (a restart of the core, replaying the journal
+//!   from the last checkpoint) once the disk takes writes again.
 
 pub mod keys;
 pub mod records;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::codec::{self, CodecError, Decode, Encode, StoredHeader};
 use crate::event::Lsn;
 use crate::journal::RecordLoc;
+use crate::telemetry::names;
 use records::{
     kind, ConversationRecord, CustomerRecord, DedupeMark, Loc, MessageIndex, NumberRecord,
+    OutboxEntry, PendingMark,
 };
 
 /// Version of the key schema and record set; stored under `z/format`.
@@ -114,6 +124,8 @@ pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
     dir: PathBuf,
+    /// False after a write failed (see the module docs).
+    healthy: AtomicBool,
 }
 
 impl Store {
@@ -137,9 +149,28 @@ impl Store {
             db,
             tree,
             dir: dir.to_path_buf(),
+            healthy: AtomicBool::new(true),
         };
         store.check_format()?;
+        metrics::gauge!(names::STORE_HEALTHY).set(1.0);
         Ok(store)
+    }
+
+    /// False once a write failed: this store accepts no more writes and must
+    /// be opened again (reads still work).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Pass a write's result through, noting an I/O failure (sled's or ours).
+    fn wrote<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e @ (StoreError::Sled(_) | StoreError::Io { .. })) = &result {
+            if self.healthy.swap(false, Ordering::AcqRel) {
+                metrics::gauge!(names::STORE_HEALTHY).set(0.0);
+                tracing::error!(error = %e, "store: a write failed; the store takes no more writes until it is reopened");
+            }
+        }
+        result
     }
 
     fn check_format(&self) -> Result<()> {
@@ -187,10 +218,12 @@ impl Store {
         value: &T,
     ) -> Result<Inserted> {
         let bytes = encode(kind, lsn, value)?;
-        match self
-            .tree
-            .compare_and_swap(key, None::<&[u8]>, Some(bytes.as_slice()))?
-        {
+        let swapped = self.wrote(
+            self.tree
+                .compare_and_swap(key, None::<&[u8]>, Some(bytes.as_slice()))
+                .map_err(StoreError::from),
+        )?;
+        match swapped {
             Ok(()) => Ok(Inserted::New),
             Err(e) => {
                 let current = e.current.unwrap_or_default();
@@ -203,22 +236,22 @@ impl Store {
 
     /// Write (or overwrite) a value.
     pub fn put<T: Encode>(&self, key: &[u8], kind: u16, lsn: Lsn, value: &T) -> Result<()> {
-        self.tree
-            .insert(key, encode(kind, lsn, value)?.as_slice())?;
+        let bytes = encode(kind, lsn, value)?;
+        self.wrote(self.tree.insert(key, bytes.as_slice()).map_err(Into::into))?;
         Ok(())
     }
 
     /// Write a conversation-timeline entry.
     pub fn put_timeline(&self, conv: u64, timestamp: i64, lsn: Lsn, loc: RecordLoc) -> Result<()> {
-        self.tree
-            .insert(keys::conv_message(conv, timestamp, lsn), &loc_bytes(loc))?;
+        let key = keys::conv_message(conv, timestamp, lsn);
+        self.wrote(self.tree.insert(key, &loc_bytes(loc)).map_err(Into::into))?;
         Ok(())
     }
 
     /// Apply a batch atomically (checkpoint state with its replay position).
     pub fn apply(&self, writes: Writes) -> Result<()> {
         if writes.count > 0 {
-            self.tree.apply_batch(writes.batch)?;
+            self.wrote(self.tree.apply_batch(writes.batch).map_err(Into::into))?;
         }
         Ok(())
     }
@@ -235,6 +268,41 @@ impl Store {
     /// The archive entry of a message and the LSN that wrote it.
     pub fn message(&self, wamid: &str) -> Result<Option<(Lsn, MessageIndex)>> {
         self.get_decoded(&keys::message(wamid), kind::MESSAGE)
+    }
+
+    /// Remove a key (idempotent).
+    pub fn remove(&self, key: &[u8]) -> Result<()> {
+        self.tree.remove(key)?;
+        Ok(())
+    }
+
+    /// An outbound message by its local id (its request's LSN).
+    pub fn outbox(&self, lsn: Lsn) -> Result<Option<OutboxEntry>> {
+        Ok(self
+            .get_decoded(&keys::outbox(lsn), kind::OUTBOX)?
+            .map(|(_, e)| e))
+    }
+
+    pub fn pending(&self, lsn: Lsn) -> Result<Option<PendingMark>> {
+        Ok(self
+            .get_decoded(&keys::pending(lsn), kind::PENDING)?
+            .map(|(_, e)| e))
+    }
+
+    /// Every outbound request without a final outcome, oldest first.
+    pub fn all_pending(&self) -> Result<Vec<(Lsn, PendingMark)>> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix([keys::PENDING]) {
+            let (k, v) = item?;
+            let Some(lsn) = keys::parse_lsn_key(&k) else {
+                continue;
+            };
+            out.push((
+                lsn,
+                codec::decode_stored::<PendingMark>(&v, kind::PENDING, 1).map_err(corrupt(&k))?,
+            ));
+        }
+        Ok(out)
     }
 
     /// Where every status received for `wamid` is, in key order: (LSN, location).
@@ -331,8 +399,8 @@ impl Store {
     /// Make everything written so far durable: sled's flush, then an fsync
     /// of every file and directory under the store (see module docs).
     pub fn sync(&self) -> Result<()> {
-        self.db.flush()?;
-        fsync_tree(&self.dir)
+        self.wrote(self.db.flush().map_err(Into::into))?;
+        self.wrote(fsync_tree(&self.dir))
     }
 
     pub fn size_on_disk(&self) -> u64 {
@@ -348,7 +416,7 @@ impl Store {
             let mark: DedupeMark =
                 codec::decode_stored(&v, kind::DEDUPE, 1).map_err(corrupt(&k))?;
             if mark.received_at_ms < older_than_ms {
-                self.tree.remove(k)?;
+                self.wrote(self.tree.remove(k).map_err(Into::into))?;
                 n += 1;
             }
         }
@@ -368,9 +436,12 @@ fn fsync_tree(dir: &Path) -> Result<()> {
         if ft.is_dir() {
             fsync_tree(&path)?;
         } else if ft.is_file() {
-            File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(io(&path))?;
+            match File::open(&path).and_then(|f| f.sync_all()) {
+                // Removed since the listing (an old snapshot sled replaced,
+                // a write probe): nothing left to make durable.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.map_err(io(&path))?,
+            }
         }
     }
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
@@ -416,6 +487,7 @@ mod tests {
         MessageIndex {
             conv_id: conv,
             timestamp: 100,
+            lsn: offset,
             loc: loc(offset).into(),
         }
     }

@@ -5,16 +5,18 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::event::Referral;
+use crate::event::{Priority, Referral};
 use crate::journal::RecordLoc;
 
 /// Stored record kinds. 1..=6 are the event kinds of `crate::event::kind`.
 pub mod kind {
-    pub use crate::event::kind::{ACCOUNT, INVALID, MESSAGE, PREFERENCE, STATUS, UNROUTED};
+    pub use crate::event::kind::{ACCOUNT, ALERT, INVALID, MESSAGE, PREFERENCE, STATUS, UNROUTED};
     pub const DEDUPE: u16 = 16;
     pub const CONVERSATION: u16 = 17;
     pub const CUSTOMER: u16 = 18;
     pub const NUMBER: u16 = 19;
+    pub const OUTBOX: u16 = 20;
+    pub const PENDING: u16 = 21;
 }
 
 /// Where a journal record lives (the journal is the archive; sled indexes it).
@@ -50,7 +52,52 @@ impl From<Loc> for RecordLoc {
 pub struct MessageIndex {
     pub conv_id: u64,
     pub timestamp: i64,
+    /// LSN of the record at `loc` (for an outbound message: its local id).
+    pub lsn: u64,
     pub loc: Loc,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum OutboxState {
+    /// Waiting for (or being retried by) its number's dispatcher.
+    Queued,
+    Sent {
+        wamid: String,
+    },
+    Failed {
+        code: i64,
+        title: String,
+        reason: String,
+    },
+}
+
+/// An outbound message, by its local id (the LSN of its request).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct OutboxEntry {
+    pub conv_id: u64,
+    pub number_id: String,
+    pub priority: Priority,
+    /// The request record in the journal.
+    pub loc: Loc,
+    pub created_at_ms: i64,
+    pub state: OutboxState,
+    pub updated_at_ms: i64,
+}
+
+/// A request that has no final outcome yet: what a restart must send.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct PendingMark {
+    pub number_id: String,
+    /// The recipient's identity as the request named it (pair limit key).
+    pub recipient: String,
+    pub priority: Priority,
+    pub loc: Loc,
+    pub created_at_ms: i64,
+    /// Attempts started (0: never handed to the Graph API).
+    pub started: u32,
 }
 
 /// Marks an account-level event (by content hash) as seen.

@@ -56,6 +56,11 @@ pub fn pywa(file: &str, key: &str) -> Vec<u8> {
     serde_json::to_vec(&all[key]).unwrap_or_else(|_| panic!("pywa {file}#{key}"))
 }
 
+/// The access token the test config gives a managed number.
+pub fn token_for(number: &str) -> String {
+    format!("token-{number}")
+}
+
 /// Poll `check` until it returns Some, or panic after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
@@ -86,6 +91,18 @@ pub struct Options {
     pub body_read_timeout: &'static str,
     /// Extra `[[apps]]` (name, secret) besides "main".
     pub extra_apps: Vec<(&'static str, &'static str)>,
+    /// Give every managed number an access token (`token-<id>`) and this send ceiling.
+    pub send_ceiling: Option<f64>,
+    /// Appended to the config: e.g. `[whatsapp]` and `[outbound]` sections.
+    pub extra_config: String,
+    pub max_connections: usize,
+    pub tls_handshake_timeout: &'static str,
+    pub header_read_timeout: &'static str,
+    pub idle_timeout: &'static str,
+    /// `storage.data_dir`; `None` is `data` inside the test's directory.
+    pub data_dir: Option<PathBuf>,
+    /// Extra environment for the daemon process (e.g. LD_PRELOAD).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -99,6 +116,14 @@ impl Default for Options {
             max_body_bytes: 64 << 10,
             body_read_timeout: "30s",
             extra_apps: Vec::new(),
+            send_ceiling: None,
+            extra_config: String::new(),
+            max_connections: 10_000,
+            tls_handshake_timeout: "10s",
+            header_read_timeout: "10s",
+            idle_timeout: "120s",
+            data_dir: None,
+            env: Vec::new(),
         }
     }
 }
@@ -112,8 +137,12 @@ listen = "127.0.0.1:0"
 max_body_bytes = {max_body}
 body_read_timeout = "{body_timeout}"
 shutdown_timeout = "5s"
+max_connections = {max_conn}
+tls_handshake_timeout = "{handshake}"
+header_read_timeout = "{header}"
+idle_timeout = "{idle}"
 [storage]
-data_dir = "data"
+data_dir = {data_dir}
 checkpoint_interval = "{checkpoint}"
 journal_segment_bytes = {segment}
 max_record_bytes = {max_record}
@@ -139,6 +168,16 @@ verify_token = "{VERIFY_TOKEN}"
         segment = o.journal_segment_bytes,
         shards = o.shards,
         queue = o.shard_queue,
+        max_conn = o.max_connections,
+        handshake = o.tls_handshake_timeout,
+        header = o.header_read_timeout,
+        idle = o.idle_timeout,
+        // A TOML basic string: JSON escaping is a subset that TOML accepts.
+        data_dir = serde_json::Value::from(
+            o.data_dir
+                .as_deref()
+                .map_or("data".into(), |p| p.display().to_string())
+        ),
     );
     for (name, secret) in &o.extra_apps {
         cfg.push_str(&format!(
@@ -149,7 +188,14 @@ verify_token = "{VERIFY_TOKEN}"
         cfg.push_str(&format!(
             "[[numbers]]\nphone_number_id = \"{id}\"\ndisplay_phone_number = \"{display}\"\napp = \"main\"\n"
         ));
+        if let Some(ceiling) = o.send_ceiling {
+            cfg.push_str(&format!(
+                "access_token = \"{}\"\nmax_per_second = {ceiling}\n",
+                token_for(id)
+            ));
+        }
     }
+    cfg.push_str(&o.extra_config);
     let path = dir.join("switchboard.toml");
     std::fs::write(&path, cfg).unwrap();
     path
@@ -157,6 +203,7 @@ verify_token = "{VERIFY_TOKEN}"
 
 pub struct Daemon {
     pub tmp: TempDir,
+    opts: Options,
     child: Option<Child>,
     pub https: SocketAddr,
     pub metrics: SocketAddr,
@@ -171,7 +218,7 @@ struct Started {
     ca: PathBuf,
 }
 
-fn spawn(dir: &Path) -> Started {
+fn spawn(dir: &Path, opts: &Options) -> Started {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -180,6 +227,7 @@ fn spawn(dir: &Path) -> Started {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--config", "switchboard.toml"])
         .current_dir(dir)
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
@@ -237,10 +285,11 @@ impl Daemon {
     pub async fn start_with(opts: Options) -> Daemon {
         let tmp = tempfile::tempdir().unwrap();
         write_config(tmp.path(), &opts);
-        let started = spawn(tmp.path());
+        let started = spawn(tmp.path(), &opts);
         let (client, metrics_client) = clients(&started);
         let d = Daemon {
             tmp,
+            opts,
             child: Some(started.child),
             https: started.https,
             metrics: started.metrics,
@@ -256,7 +305,10 @@ impl Daemon {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir().join("data")
+        self.opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.dir().join("data"))
     }
 
     /// A raw TLS connection to the HTTPS listener, for hand-written requests.
@@ -297,7 +349,7 @@ impl Daemon {
     /// Start again on the same data directory (new ports).
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the daemon before restarting it");
-        let started = spawn(self.tmp.path());
+        let started = spawn(self.tmp.path(), &self.opts);
         let (client, metrics_client) = clients(&started);
         self.child = Some(started.child);
         self.https = started.https;
@@ -305,6 +357,37 @@ impl Daemon {
         self.client = client;
         self.metrics_client = metrics_client;
         self.wait_ready().await;
+    }
+
+    /// True while the daemon process has not exited.
+    pub fn running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().expect("wait on the daemon").is_none(),
+            None => false,
+        }
+    }
+
+    /// POST a signed body and return everything of the answer.
+    pub async fn post_raw(&self, body: &[u8]) -> (StatusCode, HeaderMap, Value) {
+        let sig = switchboard::whatsapp::sign(APP_SECRET.as_bytes(), body);
+        let (status, headers, bytes) = self
+            .raw(
+                Method::POST,
+                "/webhooks/whatsapp",
+                &[
+                    ("x-hub-signature-256", &sig),
+                    ("content-type", "application/json"),
+                ],
+                body.to_vec(),
+            )
+            .await;
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, headers, v)
+    }
+
+    /// The status of `GET /readyz`.
+    pub async fn readyz(&self) -> StatusCode {
+        self.raw(Method::GET, "/readyz", &[], Bytes::new()).await.0
     }
 
     pub fn kill9(&mut self) {

@@ -7,6 +7,7 @@ mod api;
 mod bad_input;
 mod crash;
 mod dedupe;
+mod disk_full;
 mod fixtures;
 mod lifecycle;
 mod signature;
