@@ -1,0 +1,1 @@
+//! The routing service: the single writer that owns the engine in the daemon.
