@@ -46,6 +46,8 @@ pub struct Engine {
     pub(super) numbers: BTreeMap<String, TeamId>,
     pub(super) convs: BTreeMap<ConvId, Conv>,
     pub(super) timers: BTreeSet<(i64, Timer)>,
+    /// Agent API tokens: SHA-256 hex -> agent.
+    pub(super) tokens: BTreeMap<String, AgentId>,
 }
 
 fn check_id(what: &str, id: &str) -> Result<(), RoutingError> {
@@ -153,6 +155,7 @@ impl Engine {
             numbers: BTreeMap::new(),
             convs: BTreeMap::new(),
             timers: BTreeSet::new(),
+            tokens: BTreeMap::new(),
         }
     }
 
@@ -286,7 +289,43 @@ impl Engine {
                 now_ms,
             } => self.reopen(spec, actor, now_ms),
             Command::Tick { now_ms } => self.tick(now_ms),
+            Command::Configure { grace_ms, now_ms } => self.run(now_ms, |e, _, _| {
+                e.grace_ms = grace_ms.max(0);
+                Ok(())
+            }),
+            Command::SetAgentToken {
+                agent,
+                token_sha256,
+                now_ms,
+            } => self.set_agent_token(&agent, token_sha256, now_ms),
         }
+    }
+
+    /// Set or revoke an agent's API token (its SHA-256, hex).
+    pub fn set_agent_token(
+        &mut self,
+        agent: &str,
+        token_sha256: Option<String>,
+        now_ms: i64,
+    ) -> CommandResult {
+        self.run(now_ms, |e, _, _| {
+            e.lookup(agent)?;
+            if let Some(h) = &token_sha256 {
+                if e.tokens.get(h).is_some_and(|a| a != agent) {
+                    return Err(RoutingError::InvalidId("token already in use".into()));
+                }
+            }
+            e.tokens.retain(|_, a| a != agent);
+            if let Some(h) = token_sha256 {
+                e.tokens.insert(h, agent.to_string());
+            }
+            Ok(())
+        })
+    }
+
+    /// The agent whose token hashes to `sha256_hex`.
+    pub fn agent_by_token(&self, sha256_hex: &str) -> Option<&str> {
+        self.tokens.get(sha256_hex).map(String::as_str)
     }
 
     /// Create or replace an agent. A new agent starts offline. Its `teams`
@@ -363,6 +402,7 @@ impl Engine {
             }
             let gone = e.agents[ix as usize].take();
             e.agent_ix.remove(agent);
+            e.tokens.retain(|_, a| a != agent);
             e.free.push(ix);
             if let Some(gone) = gone {
                 for t in &gone.teams {

@@ -492,6 +492,18 @@ pub enum Command {
     Tick {
         now_ms: i64,
     },
+    /// Engine-wide settings from the daemon's configuration; journaled so
+    /// replay applies the grace period that was in force at the time.
+    Configure {
+        grace_ms: i64,
+        now_ms: i64,
+    },
+    /// Set (or with None, revoke) an agent's API token, as its SHA-256 hex.
+    SetAgentToken {
+        agent: AgentId,
+        token_sha256: Option<String>,
+        now_ms: i64,
+    },
 }
 
 impl Command {
@@ -512,7 +524,32 @@ impl Command {
             | Command::Transfer { now_ms, .. }
             | Command::Resolve { now_ms, .. }
             | Command::Reopen { now_ms, .. }
+            | Command::Configure { now_ms, .. }
+            | Command::SetAgentToken { now_ms, .. }
             | Command::Tick { now_ms } => *now_ms,
+        }
+    }
+
+    /// Bounded name, for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::UpsertAgent { .. } => "upsert_agent",
+            Command::RemoveAgent { .. } => "remove_agent",
+            Command::SetAgentStatus { .. } => "set_agent_status",
+            Command::SetMaxConcurrent { .. } => "set_max_concurrent",
+            Command::UpsertTeam { .. } => "upsert_team",
+            Command::RemoveTeam { .. } => "remove_team",
+            Command::SetNumberTeam { .. } => "set_number_team",
+            Command::ConversationOpened { .. } => "conversation_opened",
+            Command::AgentReplied { .. } => "agent_replied",
+            Command::Assign { .. } => "assign",
+            Command::Claim { .. } => "claim",
+            Command::Transfer { .. } => "transfer",
+            Command::Resolve { .. } => "resolve",
+            Command::Reopen { .. } => "reopen",
+            Command::Tick { .. } => "tick",
+            Command::Configure { .. } => "configure",
+            Command::SetAgentToken { .. } => "set_agent_token",
         }
     }
 

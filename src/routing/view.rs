@@ -147,6 +147,15 @@ impl Engine {
             .collect()
     }
 
+    /// The numbers whose new conversations go to `team`.
+    pub fn team_numbers(&self, team: &str) -> Vec<String> {
+        self.numbers
+            .iter()
+            .filter(|(_, t)| t.as_str() == team)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// The team a number's new conversations go to.
     pub fn number_team(&self, number_id: &str) -> Option<&str> {
         self.numbers.get(number_id).map(String::as_str)
@@ -155,6 +164,21 @@ impl Engine {
     /// Open conversations held.
     pub fn open_conversations(&self) -> usize {
         self.convs.len()
+    }
+
+    /// Conversations waiting (step and sticky queues).
+    pub fn queued_conversations(&self) -> usize {
+        self.convs
+            .values()
+            .filter(|c| !matches!(c.state, ConvState::Assigned { .. }))
+            .count()
+    }
+
+    /// (number id, customer id) of an open conversation.
+    pub fn conversation_parties(&self, conv: ConvId) -> Option<(&str, &str)> {
+        self.convs
+            .get(&conv)
+            .map(|c| (c.number_id.as_str(), c.customer_id.as_str()))
     }
 
     pub fn conversation(&self, conv: ConvId) -> Option<ConversationView> {
