@@ -10,6 +10,7 @@ mod dedupe;
 mod disk_full;
 mod fixtures;
 mod lifecycle;
+mod routing;
 mod signature;
 mod statuses;
 mod torn_journal;
