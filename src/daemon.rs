@@ -319,6 +319,7 @@ fn routing_settings(resolved: &Resolved) -> RoutingSettings {
             .iter()
             .filter_map(|n| Some((n.phone_number_id.clone(), n.team.clone()?)))
             .collect(),
+        audit: false,
     }
 }
 

@@ -34,7 +34,7 @@ mod stats;
 mod view;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use effect::{Effect, QueueRef, Reason};
 pub use engine::{CommandResult, Engine, MAX_ID_LEN, MAX_STEPS};

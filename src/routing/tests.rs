@@ -488,10 +488,10 @@ proptest! {
 // ---- stress ----
 
 /// A tiny deterministic generator (SplitMix64), so a failure reproduces.
-struct Rng(u64);
+pub(super) struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -499,13 +499,13 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 }
 
 /// A random command against the engine's current state.
-fn random_command(r: &mut Rng, e: &Engine, next_conv: &mut u64, now: i64) -> Command {
+pub(super) fn random_command(r: &mut Rng, e: &Engine, next_conv: &mut u64, now: i64) -> Command {
     let agent = |r: &mut Rng| format!("a{}", r.below(24));
     let open: Vec<ConvId> = (0..4)
         .filter_map(|_| {
@@ -599,11 +599,14 @@ fn random_command(r: &mut Rng, e: &Engine, next_conv: &mut u64, now: i64) -> Com
     }
 }
 
-fn stress_setup(seed: u64) -> (Engine, Rng) {
-    let mut e = engine_with(2_000);
-    ok(e.upsert_team(TeamSpec::new("ko", ""), 0));
-    ok(e.upsert_team(
-        TeamSpec::new("support", "").policy(Policy {
+/// The teams, numbers and agents of the stress runs, as commands.
+pub(super) fn stress_setup_commands() -> Vec<Command> {
+    let mut c = vec![Command::UpsertTeam {
+        spec: TeamSpec::new("ko", ""),
+        now_ms: 0,
+    }];
+    c.push(Command::UpsertTeam {
+        spec: TeamSpec::new("support", "").policy(Policy {
             steps: vec![
                 Step::skills("lang:ko AND billing", Strategy::LeastLoaded)
                     .timeout_ms(3_000)
@@ -615,28 +618,32 @@ fn stress_setup(seed: u64) -> (Engine, Rng) {
             first_reply_timeout_ms: Some(20_000),
             ..Policy::default()
         }),
-        0,
-    ));
-    ok(e.upsert_team(
-        TeamSpec::new("sales", "").policy(Policy {
+        now_ms: 0,
+    });
+    c.push(Command::UpsertTeam {
+        spec: TeamSpec::new("sales", "").policy(Policy {
             steps: vec![Step::team("sales", Strategy::LeastLoaded)],
             max_wait_ms: Some(8_000),
             overflow_team: Some("support".into()),
             ..Policy::default()
         }),
-        0,
-    ));
-    ok(e.set_number_team("n1", Some("support"), 0));
-    ok(e.set_number_team("n2", Some("sales"), 0));
-    ok(e.set_number_team("n3", Some("ko"), 0));
+        now_ms: 0,
+    });
+    for (n, t) in [("n1", "support"), ("n2", "sales"), ("n3", "ko")] {
+        c.push(Command::SetNumberTeam {
+            number_id: n.into(),
+            team: Some(t.into()),
+            now_ms: 0,
+        });
+    }
     for i in 0..24 {
         let teams: &[&str] = match i % 3 {
             0 => &["sales"],
             1 => &["support"],
             _ => &["support", "ko"],
         };
-        ok(e.upsert_agent(
-            AgentSpec::new(format!("a{i}"), "")
+        c.push(Command::UpsertAgent {
+            spec: AgentSpec::new(format!("a{i}"), "")
                 .teams(teams.iter().copied())
                 .skills(if i % 4 == 0 {
                     vec!["lang:ko", "billing"]
@@ -644,8 +651,16 @@ fn stress_setup(seed: u64) -> (Engine, Rng) {
                     vec![]
                 })
                 .max_concurrent(1 + i % 6),
-            0,
-        ));
+            now_ms: 0,
+        });
+    }
+    c
+}
+
+fn stress_setup(seed: u64) -> (Engine, Rng) {
+    let mut e = engine_with(2_000);
+    for cmd in stress_setup_commands() {
+        ok(e.apply(cmd));
     }
     (e, Rng(seed))
 }
