@@ -788,13 +788,10 @@ const SSE_HEARTBEAT: Duration = Duration::from_secs(1);
 
 fn sse_frame(ev: &StreamEvent) -> Option<Bytes> {
     let data = serde_json::to_string(ev).ok()?;
-    let kind = serde_json::to_value(&ev.effect)
-        .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str().map(str::to_string)))
-        .unwrap_or_else(|| "event".into());
     Some(Bytes::from(format!(
-        "id: {}\nevent: {kind}\ndata: {data}\n\n",
-        ev.lsn
+        "id: {}\nevent: {}\ndata: {data}\n\n",
+        ev.lsn,
+        ev.effect.kind()
     )))
 }
 

@@ -136,6 +136,20 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// The effect's `type` as serialised.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Effect::Assigned { .. } => "assigned",
+            Effect::Queued { .. } => "queued",
+            Effect::Moved { .. } => "moved",
+            Effect::Unassigned { .. } => "unassigned",
+            Effect::Resolved { .. } => "resolved",
+            Effect::Reopened { .. } => "reopened",
+            Effect::AgentStatusChanged { .. } => "agent_status_changed",
+            Effect::FirstResponse { .. } => "first_response",
+        }
+    }
+
     /// The conversation the effect is about, if any.
     pub fn conv(&self) -> Option<ConvId> {
         match self {

@@ -191,6 +191,10 @@ pub struct StreamEvent {
     /// The journal position of the command that caused it.
     pub lsn: Lsn,
     pub at_ms: i64,
+    /// The conversation's number and customer, for effects on a
+    /// conversation (consoles need no second lookup).
+    pub number_id: Option<String>,
+    pub customer_id: Option<String>,
     #[serde(flatten)]
     pub effect: Effect,
 }
@@ -304,10 +308,16 @@ impl RoutingService {
                     let n = items.len();
                     let mut results = Vec::with_capacity(n);
                     let mut published = Vec::new();
+                    let subscribed = self.stream.receiver_count() > 0;
                     {
                         let mut router = self.router.write();
                         for (lsn, cmd) in items {
                             let at_ms = cmd.now_ms();
+                            let parties = |router: &Router, f: &Effect| {
+                                f.conv()
+                                    .and_then(|c| router.engine.conversation_parties(c))
+                                    .map(|(n, c)| (n.to_string(), c.to_string()))
+                            };
                             let applied = router.apply(lsn, cmd);
                             if self.settings.audit {
                                 if let Err(v) = router.engine.check_invariants() {
@@ -316,11 +326,17 @@ impl RoutingService {
                             }
                             match applied {
                                 Some(r) => {
-                                    if let Ok(fx) = &r {
-                                        published.extend(fx.iter().map(|f| StreamEvent {
-                                            lsn,
-                                            at_ms,
-                                            effect: f.clone(),
+                                    if let (Ok(fx), true) = (&r, subscribed) {
+                                        published.extend(fx.iter().map(|f| {
+                                            let (number_id, customer_id) =
+                                                parties(&router, f).unzip();
+                                            StreamEvent {
+                                                lsn,
+                                                at_ms,
+                                                number_id,
+                                                customer_id,
+                                                effect: f.clone(),
+                                            }
                                         }));
                                     }
                                     results.push(r);
@@ -338,7 +354,7 @@ impl RoutingService {
                     done.push_routing(results);
                     self.release(n);
                     done.part_done(None);
-                    if self.stream.receiver_count() > 0 {
+                    if subscribed {
                         for ev in published {
                             let _ = self.stream.send(Arc::new(ev));
                         }

@@ -421,3 +421,152 @@ async fn agent_offline_past_grace_returns_work_to_routing() {
         .await;
     assert_eq!(m, 1.0);
 }
+
+/// End to end: signed inbound webhook (each a new customer, so a new
+/// conversation) to its durable assignment, open loop at RATE new
+/// conversations per second; latency from each webhook's *scheduled* send
+/// time to the `assigned` event on the event stream (published only after
+/// the routing command's journal batch was fdatasync'ed and applied).
+/// Run: `E2E_RATE=5000 E2E_SECS=10 cargo test --release --test it
+/// routing_e2e -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark; run explicitly (see the doc comment)"]
+async fn routing_e2e_webhook_to_durable_assignment() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use tokio::time::Instant;
+
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let rate = env("E2E_RATE", 5_000);
+    let secs = env("E2E_SECS", 10);
+    let warmup = env("E2E_WARMUP_SECS", 2);
+    let conns = env("E2E_CONNECTIONS", 64);
+    let d = Daemon::start_with(Options {
+        shards: 0,
+        extra_config: "[routing]\nstream_buffer = 262144\nqueue = 262144\n".into(),
+        ..Options::default()
+    })
+    .await;
+    admin(
+        &d,
+        Method::POST,
+        "/api/v1/teams",
+        json!({"id": "all", "numbers": [NUMBER]}),
+    )
+    .await;
+    // 500 agents with room for every conversation of the run.
+    let per_agent = ((rate * (secs + warmup)) / 500 + 10) as u32;
+    for a in 0..500 {
+        admin(
+            &d,
+            Method::POST,
+            "/api/v1/agents",
+            json!({"id": format!("ag{a:03}"), "teams": ["all"], "max_concurrent": per_agent, "status": "online"}),
+        )
+        .await;
+    }
+    let sent: Arc<parking_lot::Mutex<HashMap<String, Instant>>> = Default::default();
+    // The event stream, read by its own task.
+    let mut s = d.tls_stream().await;
+    let req = format!(
+        "GET /api/v1/events HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut first = String::new();
+    sse_until(&mut s, &mut first, "event: ready").await;
+    let measure_from = Instant::now() + Duration::from_secs(warmup);
+    let per_conn = rate * (secs + warmup) / conns;
+    let total = per_conn * conns;
+    let reader = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut pending = String::new();
+            let mut assigned = 0u64;
+            while assigned < total {
+                let n = match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await
+                {
+                    Ok(Ok(n)) if n > 0 => n,
+                    _ => break,
+                };
+                let now = Instant::now();
+                pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+                while let Some(end) = pending.find("\n\n") {
+                    let frame: String = pending.drain(..end + 2).collect();
+                    if !frame.contains("event: assigned") {
+                        continue;
+                    }
+                    let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                        continue;
+                    };
+                    let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                    let Some(customer) = v["customer_id"].as_str() else {
+                        continue;
+                    };
+                    if let Some(t0) = sent.lock().remove(customer) {
+                        assigned += 1;
+                        if t0 >= measure_from {
+                            h.record((now - t0).as_micros().max(1) as u64).unwrap();
+                        }
+                    }
+                }
+            }
+            (h, assigned)
+        })
+    };
+    let poster = Arc::new(d.poster());
+    let start = Instant::now() + Duration::from_millis(200);
+    let interval = Duration::from_secs_f64(conns as f64 / rate as f64);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let poster = poster.clone();
+        let sent = sent.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut failed = 0u64;
+            let offset = interval.mul_f64(c as f64 / conns as f64);
+            for i in 0..per_conn {
+                let at = start + offset + interval.mul_f64(i as f64);
+                tokio::time::sleep_until(at).await;
+                let customer = format!("7{c:03}{i:07}");
+                let body = text_body(
+                    NUMBER,
+                    &customer,
+                    &format!("wamid.e2e.{customer}"),
+                    1_760_000_000,
+                    "hi",
+                );
+                sent.lock().insert(customer, at);
+                if poster.post(&body).await != Some(StatusCode::OK) {
+                    failed += 1;
+                }
+            }
+            failed
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        failed += t.await.unwrap();
+    }
+    let (h, assigned) = reader.await.unwrap();
+    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    println!(
+        "routing e2e: {rate} new conversations/s for {secs}s (+{warmup}s warm-up), {conns} connections, \
+         {assigned} of {} assigned, {failed} webhooks failed; webhook -> durable assignment: \
+         p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} measured)",
+        per_conn * conns,
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        h.max() as f64 / 1000.0,
+        h.len()
+    );
+    assert_eq!(failed, 0);
+    assert_eq!(assigned, per_conn * conns);
+}
