@@ -192,10 +192,10 @@ fn routing_paths() -> Value {
         "/api/v1/queues": api_get("Every step queue and sticky queue: length and oldest wait.", vec![], ok(object(json!({"items": {"type": "array", "items": schema_ref("QueueStat")}})), "Queues.")),
         "/api/v1/live": api_get("Live view (admin): per agent load, average first response, resolved in the last hour; per team queue length and longest wait.", vec![], ok(schema_ref("Live"), "Now.")),
         "/api/v1/events": {"get": {
-            "summary": "Server-Sent Events: routing effects (assigned, queued, moved, unassigned, resolved, reopened, agent_status_changed, first_response); an agent sees its own. A client that falls behind is disconnected.",
+            "summary": "Server-Sent Events: routing effects (assigned, queued, moved, unassigned, resolved, reopened, agent_status_changed, first_response) and filed messages (event `message`); an agent sees its own. A client that falls behind is disconnected.",
             "security": [{"bearer": []}],
             "responses": {
-                "200": {"description": "An event stream; `data` is a RoutingEffect with `lsn` and `at_ms`.", "content": {"text/event-stream": {"schema": string()}}},
+                "200": {"description": "An event stream; `data` is a RoutingEffect with `lsn`, `at_ms`, `number_id` and `customer_id`, or a message (`lsn`, `conv`, `number_id`, `customer_id`, `direction`, `id`, `kind`, `submitted_by`).", "content": {"text/event-stream": {"schema": string()}}},
                 "401": err("Missing or wrong bearer token.")
             }
         }}

@@ -813,6 +813,8 @@ impl Drop for SubscriberGauge {
 fn events(app: Arc<App>, routing: &Routing, caller: Caller) -> Response<Body> {
     let buffer = routing.settings().stream_buffer.max(16);
     let mut sub = routing.service().subscribe();
+    let mut messages = routing.pipeline().subscribe_messages();
+    let router = routing.clone();
     let service = routing.service().clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(buffer);
     let hello = format!(
@@ -835,6 +837,34 @@ fn events(app: Arc<App>, routing: &Routing, caller: Caller) -> Response<Body> {
                             continue;
                         }
                         let Some(frame) = sse_frame(&ev) else { continue };
+                        if tx.try_send(frame).is_err() {
+                            if !tx.is_closed() {
+                                metrics::counter!(names::SSE_DROPPED).increment(1);
+                            }
+                            break;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        metrics::counter!(names::SSE_DROPPED).increment(1);
+                        break;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                m = messages.recv() => match m {
+                    Ok(m) => {
+                        let visible = match &caller {
+                            Caller::Admin => true,
+                            Caller::Agent(a) => router
+                                .read()
+                                .engine()
+                                .conversation(m.conv)
+                                .is_some_and(|c| c.assignee.as_deref() == Some(a.as_str())),
+                        };
+                        if !visible {
+                            continue;
+                        }
+                        let Ok(data) = serde_json::to_string(&*m) else { continue };
+                        let frame = Bytes::from(format!("event: message\ndata: {data}\n\n"));
                         if tx.try_send(frame).is_err() {
                             if !tx.is_closed() {
                                 metrics::counter!(names::SSE_DROPPED).increment(1);

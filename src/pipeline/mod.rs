@@ -159,6 +159,26 @@ pub struct OpenNotice {
     pub route: u32,
 }
 
+/// A message filed in a conversation (for the event stream).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MessageNotice {
+    pub lsn: Lsn,
+    pub conv: u64,
+    pub number_id: String,
+    pub customer_id: String,
+    /// `in` (from the customer) or `out`.
+    pub direction: &'static str,
+    /// wamid, or `o{lsn}` for an outbound request not yet accepted.
+    pub id: String,
+    pub kind: String,
+    /// Who sent an outbound request (`admin`, an agent id, ...).
+    pub submitted_by: Option<String>,
+}
+
+/// Messages buffered for event-stream subscribers; one that falls further
+/// behind is disconnected.
+pub const MESSAGE_EVENTS: usize = 4096;
+
 /// The routing component as the pipeline sees it: a bounded, ordered
 /// consumer of durable routing commands (kind 10), fed only by the journal
 /// writer (or replay), so it applies them in LSN order.
@@ -198,6 +218,7 @@ impl Pipeline {
             directory,
             numbers,
             opened: std::sync::OnceLock::new(),
+            messages: tokio::sync::broadcast::channel(MESSAGE_EVENTS).0,
         });
         let cores = if cfg.pin_threads {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -235,6 +256,12 @@ impl Pipeline {
     ) {
         let _ = self.routing.set(sink);
         let _ = self.shared.opened.set(opened);
+    }
+
+    /// Messages as shards file them (live; nothing is kept for late
+    /// subscribers).
+    pub fn subscribe_messages(&self) -> tokio::sync::broadcast::Receiver<Arc<MessageNotice>> {
+        self.shared.messages.subscribe()
     }
 
     pub fn journal_reader(&self) -> &JournalReader {

@@ -84,9 +84,18 @@ pub(crate) struct Shared {
     pub numbers: Arc<Numbers>,
     /// Where shards announce conversations they open (routing); set once.
     pub opened: std::sync::OnceLock<tokio::sync::mpsc::Sender<super::OpenNotice>>,
+    /// Filed messages, for event-stream subscribers (a send without
+    /// subscribers costs nothing).
+    pub messages: tokio::sync::broadcast::Sender<Arc<super::MessageNotice>>,
 }
 
 impl Shared {
+    fn publish(&self, notice: impl FnOnce() -> super::MessageNotice) {
+        if self.messages.receiver_count() > 0 {
+            let _ = self.messages.send(Arc::new(notice()));
+        }
+    }
+
     /// Tell routing a conversation opened. Never blocks a shard: a full
     /// channel drops the notice (counted); routing's reconciliation finds the
     /// conversation later.
@@ -332,6 +341,16 @@ fn apply_outbound(
     if opened {
         sh.announce(conv, &o.number_id, &o.customer.home, o.route);
     }
+    sh.publish(|| super::MessageNotice {
+        lsn,
+        conv,
+        number_id: o.number_id.clone(),
+        customer_id: o.customer.home.clone(),
+        direction: "out",
+        id: format!("o{lsn}"),
+        kind: o.kind.clone(),
+        submitted_by: Some(o.submitted_by.clone()),
+    });
     sh.store.put_timeline(conv, at, lsn, loc)?;
     let entry = OutboxEntry {
         conv_id: conv,
@@ -465,6 +484,16 @@ fn apply_message(
     if state.file_message(conv, lsn, &m) {
         sh.announce(conv, &m.number_id, &m.customer.home, m.route);
     }
+    sh.publish(|| super::MessageNotice {
+        lsn,
+        conv,
+        number_id: m.number_id.clone(),
+        customer_id: m.customer.home.clone(),
+        direction: m.direction.as_str(),
+        id: m.wamid.clone(),
+        kind: m.kind.clone(),
+        submitted_by: None,
+    });
     let counters = state.counters_mut(&m.number_id);
     match m.direction {
         Direction::In => {

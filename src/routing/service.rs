@@ -443,6 +443,10 @@ impl Routing {
         &self.service
     }
 
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        self.ingest.pipeline()
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, Router> {
         self.service.read()
     }

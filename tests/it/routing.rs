@@ -321,8 +321,11 @@ async fn the_event_stream_carries_assignments() {
     setup(&d).await;
     sse_until(&mut s, &mut seen, "event: agent_status_changed").await;
     let conv = inbound(&d, "840001", 1).await;
+    sse_until(&mut s, &mut seen, "event: message").await;
+    sse_until(&mut s, &mut seen, "\"id\":\"wamid.rt.840001.1\"").await;
     sse_until(&mut s, &mut seen, &format!("\"conv\":{conv}")).await;
     sse_until(&mut s, &mut seen, "event: assigned").await;
+    sse_until(&mut s, &mut seen, "\"customer_id\":\"840001\"").await;
 }
 
 /// (assignee, position, status) of each conversation.
