@@ -183,7 +183,7 @@ fn routing_paths() -> Value {
             "put": routing_op("Replace a team and its routing policy (admin).", team_id(), Some("TeamInput"), "200", schema_ref("TeamDetail")),
             "delete": routing_op("Remove a team (admin); refused while conversations or other policies use it.", team_id(), None, "200", object(json!({"removed": string()})))
         },
-        "/api/v1/conversations/{id}/routing": api_get("A conversation's routing state: assignee, queue, position, estimated wait.", conv_id(), ok(schema_ref("RoutingConversation"), "Open in routing.")),
+        "/api/v1/conversations/{id}/routing": api_get("A conversation's routing state (assignee, queue, position, estimated wait; null once resolved) and its history: every assignment change with who made it and why.", conv_id(), ok(object(json!({"conversation": nullable_ref("RoutingConversation"), "history": {"type": "array", "items": schema_ref("RoutingEffect")}})), "Known to routing.")),
         "/api/v1/conversations/{id}/assign": {"post": routing_op("Assign to an agent or route to a team (admin).", conv_id(), Some("TargetInput"), "200", conv_result())},
         "/api/v1/conversations/{id}/claim": {"post": routing_op("An agent takes a waiting conversation it is eligible for; of concurrent claims exactly one wins (admin: name the agent).", conv_id(), None, "200", conv_result())},
         "/api/v1/conversations/{id}/transfer": {"post": routing_op("Move an assigned conversation to an agent or a team (admin, or the agent holding it).", conv_id(), Some("TargetInput"), "200", conv_result())},

@@ -578,18 +578,36 @@ pub async fn handle(
             let Ok(conv) = id.parse::<u64>() else {
                 return error(StatusCode::NOT_FOUND, "not_found", "no such conversation");
             };
-            let view = routing.read().engine().conversation(conv);
-            match view {
-                Some(v) if admin || v.assignee.as_deref().is_some_and(|a| caller.is(a)) => {
-                    json(StatusCode::OK, &v)
-                }
-                Some(_) => forbidden("read conversations they do not hold"),
-                None => error(
+            let r = routing.read();
+            let view = r.engine().conversation(conv);
+            let history = r.history(conv);
+            if view.is_none() && history.is_none() {
+                return error(
                     StatusCode::NOT_FOUND,
                     "unknown_conversation",
-                    "not open in routing",
-                ),
+                    "routing has no record of it",
+                );
             }
+            let served = |a: &str| {
+                history.is_some_and(|h| {
+                    h.iter()
+                        .any(|e| matches!(&e.effect, Effect::Assigned { agent, .. } if agent == a))
+                })
+            };
+            let allowed = match &caller {
+                Caller::Admin => true,
+                Caller::Agent(a) => {
+                    view.as_ref().and_then(|v| v.assignee.as_deref()) == Some(a.as_str())
+                        || served(a)
+                }
+            };
+            if !allowed {
+                return forbidden("read conversations they did not serve");
+            }
+            json(
+                StatusCode::OK,
+                &json!({"conversation": view, "history": history.unwrap_or_default()}),
+            )
         }
         RRoute::Conversation(id, action) => {
             conversation_action(routing, &caller, &id, action, &body, now).await

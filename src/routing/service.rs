@@ -96,6 +96,24 @@ pub struct Router {
     last_agent: HashMap<(String, String), AgentId>,
     /// The last LSN applied.
     applied: Lsn,
+    /// Assignment history per conversation: while open, and for the
+    /// latest [`HISTORY_RESOLVED`] resolved ones.
+    history: HashMap<ConvId, Vec<HistoryEntry>>,
+    resolved_order: std::collections::VecDeque<ConvId>,
+}
+
+/// Entries kept per conversation (the oldest go first).
+pub const HISTORY_PER_CONVERSATION: usize = 64;
+/// Resolved conversations whose history is kept.
+pub const HISTORY_RESOLVED: usize = 10_000;
+
+/// One change of a conversation's routing: what, who, why, when.
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub lsn: Lsn,
+    pub at_ms: i64,
+    #[serde(flatten)]
+    pub effect: Effect,
 }
 
 impl Router {
@@ -104,6 +122,8 @@ impl Router {
             engine: Engine::new(cfg),
             last_agent: HashMap::new(),
             applied: 0,
+            history: HashMap::new(),
+            resolved_order: std::collections::VecDeque::new(),
         }
     }
 
@@ -122,6 +142,41 @@ impl Router {
             .map(String::as_str)
     }
 
+    /// The routing history of a conversation, oldest first.
+    pub fn history(&self, conv: ConvId) -> Option<&[HistoryEntry]> {
+        self.history.get(&conv).map(Vec::as_slice)
+    }
+
+    fn record(&mut self, lsn: Lsn, at_ms: i64, fx: &[Effect]) {
+        for f in fx {
+            let Some(conv) = f.conv() else { continue };
+            let h = self.history.entry(conv).or_default();
+            if h.len() == HISTORY_PER_CONVERSATION {
+                h.remove(0);
+            }
+            h.push(HistoryEntry {
+                lsn,
+                at_ms,
+                effect: f.clone(),
+            });
+            match f {
+                Effect::Resolved { .. } => {
+                    self.resolved_order.push_back(conv);
+                    if self.resolved_order.len() > HISTORY_RESOLVED {
+                        if let Some(old) = self.resolved_order.pop_front() {
+                            // Reopened since: still open, keep it.
+                            if self.engine.conversation_parties(old).is_none() {
+                                self.history.remove(&old);
+                            }
+                        }
+                    }
+                }
+                Effect::Reopened { .. } => {}
+                _ => {}
+            }
+        }
+    }
+
     /// Apply the command journaled at `lsn`; None if it was applied already.
     pub fn apply(&mut self, lsn: Lsn, mut cmd: Command) -> Option<CommandResult> {
         if lsn != 0 && lsn <= self.applied {
@@ -137,7 +192,11 @@ impl Router {
             }
         }
         let name = cmd.name();
+        let at_ms = cmd.now_ms();
         let result = self.engine.apply(cmd);
+        if let Ok(fx) = &result {
+            self.record(lsn, at_ms, fx);
+        }
         let outcome = if result.is_ok() { "ok" } else { "refused" };
         metrics::counter!(names::ROUTING_COMMANDS, "command" => name, "result" => outcome)
             .increment(1);

@@ -106,7 +106,9 @@ async fn routing_of(d: &Daemon, conv: u64) -> Option<Value> {
     let (status, v) = d
         .get(&format!("/api/v1/conversations/{conv}/routing"))
         .await;
-    (status == StatusCode::OK).then_some(v)
+    (status == StatusCode::OK)
+        .then(|| v["conversation"].clone())
+        .filter(|c| !c.is_null())
 }
 
 async fn assignee(d: &Daemon, conv: u64) -> Option<String> {
@@ -151,6 +153,22 @@ async fn webhooks_are_routed_queued_and_served_when_capacity_frees() {
     // conversation, which goes back to their previous agent (sticky) when free.
     let (_, conv) = d.get(&format!("/api/v1/conversations/{c1}")).await;
     assert_eq!(conv["status"], "resolved", "{conv}");
+    // Its history: assigned by policy, resolved by the admin.
+    let (_, h) = d.get(&format!("/api/v1/conversations/{c1}/routing")).await;
+    assert!(h["conversation"].is_null());
+    let kinds: Vec<(&str, &str)> = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("assigned", "policy"), ("resolved", "")], "{h}");
+    assert_eq!(h["history"][1]["actor"], "admin");
     admin(
         &d,
         Method::POST,
