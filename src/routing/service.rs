@@ -679,7 +679,18 @@ impl Routing {
 
     async fn consume_notices(self, mut rx: tokio::sync::mpsc::Receiver<OpenNotice>) {
         let mut batch = Vec::new();
-        while rx.recv_many(&mut batch, 512).await > 0 && !self.service.stopped() {
+        // The channel's sender lives in the pipeline this task keeps alive:
+        // wake up now and then to notice a stopped service, and end.
+        loop {
+            if self.service.stopped() {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(1), rx.recv_many(&mut batch, 512)).await
+            {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => continue,
+            }
             let pipeline = self.ingest.pipeline();
             // Still open in the pipeline (not resolved since) and new to routing.
             batch.retain(|n| {
