@@ -679,6 +679,7 @@ impl Routing {
 
     async fn consume_notices(self, mut rx: tokio::sync::mpsc::Receiver<OpenNotice>) {
         let mut batch = Vec::new();
+        let inflight = Arc::new(tokio::sync::Semaphore::new(NOTICE_BATCHES_IN_FLIGHT));
         // The channel's sender lives in the pipeline this task keeps alive:
         // wake up now and then to notice a stopped service, and end.
         loop {
@@ -721,21 +722,31 @@ impl Routing {
             if cmds.is_empty() {
                 continue;
             }
-            // Overload is transient: retry a few times, then leave the rest
-            // to the next reconciliation.
-            let mut delay = Duration::from_millis(20);
-            for attempt in 0..6 {
-                match self.submit_all(cmds.clone()).await {
-                    Ok(_) => break,
-                    Err(e) if attempt == 5 => {
-                        tracing::warn!(error = %e, "routing: conversations not opened; reconciliation will retry");
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
+            // Several batches in flight, so a batch does not wait for the
+            // previous one's fsync (the journal merges them into its group
+            // commits); bounded by the permits.
+            let Ok(permit) = inflight.clone().acquire_owned().await else {
+                break;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                // Overload is transient: retry a few times, then leave the
+                // rest to the next reconciliation.
+                let mut delay = Duration::from_millis(20);
+                for attempt in 0..6 {
+                    match me.submit_all(cmds.clone()).await {
+                        Ok(_) => break,
+                        Err(e) if attempt == 5 => {
+                            tracing::warn!(error = %e, "routing: conversations not opened; reconciliation will retry");
+                        }
+                        Err(_) => {
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                        }
                     }
                 }
-            }
+            });
         }
     }
 
@@ -762,6 +773,9 @@ impl Routing {
         }
     }
 }
+
+/// Batches of conversation-opened commands journaled at once.
+const NOTICE_BATCHES_IN_FLIGHT: usize = 8;
 
 /// How often open conversations are reconciled while running (notices can
 /// be dropped under overload).

@@ -541,12 +541,13 @@ async fn routing_e2e_webhook_to_durable_assignment() {
             (h, assigned)
         })
     };
-    let poster = Arc::new(d.poster());
     let start = Instant::now() + Duration::from_millis(200);
     let interval = Duration::from_secs_f64(conns as f64 / rate as f64);
     let mut tasks = Vec::new();
     for c in 0..conns {
-        let poster = poster.clone();
+        // One client (one keep-alive connection) per task: a shared pool
+        // keeps only 16 and would make the others handshake again and again.
+        let poster = d.poster();
         let sent = sent.clone();
         tasks.push(tokio::spawn(async move {
             let mut failed = 0u64;
@@ -588,6 +589,39 @@ async fn routing_e2e_webhook_to_durable_assignment() {
         h.max() as f64 / 1000.0,
         h.len()
     );
+    // Where the time goes, by the daemon's own histograms (bucket bounds).
+    let text = d.metrics_text().await;
+    for name in [
+        "switchboard_webhook_ingest_seconds",
+        "switchboard_journal_fsync_seconds",
+        "switchboard_routing_apply_seconds",
+    ] {
+        let buckets: Vec<(f64, f64)> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+            .filter_map(|l| {
+                let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, l.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect();
+        let total = buckets.last().map_or(0.0, |b| b.1);
+        let at = |q: f64| {
+            buckets
+                .iter()
+                .find(|b| b.1 >= q * total)
+                .map_or(f64::NAN, |b| b.0 * 1000.0)
+        };
+        println!(
+            "  {name}: n={total}, p50 <= {:.2} ms, p99 <= {:.2} ms",
+            at(0.5),
+            at(0.99)
+        );
+    }
     assert_eq!(failed, 0);
     assert_eq!(assigned, per_conn * conns);
 }
