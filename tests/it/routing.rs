@@ -625,3 +625,65 @@ async fn routing_e2e_webhook_to_durable_assignment() {
     assert_eq!(failed, 0);
     assert_eq!(assigned, per_conn * conns);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_own_reply_is_its_first_response() {
+    let d = Daemon::start_with(Options {
+        send_ceiling: Some(80.0),
+        // Sends are queued durably; nothing needs to reach a Graph API here.
+        extra_config: "[whatsapp]\ngraph_api_base = \"http://127.0.0.1:9/v23.0\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    setup(&d).await;
+    let mut tokens = std::collections::HashMap::new();
+    for a in ["a1", "a2"] {
+        let t = admin(
+            &d,
+            Method::POST,
+            &format!("/api/v1/agents/{a}/token"),
+            Value::Null,
+        )
+        .await;
+        tokens.insert(a, t["token"].as_str().unwrap().to_string());
+    }
+    // A current timestamp: the customer-service window must be open to reply.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    d.post_ok(&text_body(
+        NUMBER,
+        "870001",
+        "wamid.rt.870001",
+        now,
+        "hello?",
+    ))
+    .await;
+    let (_, v) = d
+        .get(&format!("/api/v1/conversations?number={NUMBER}"))
+        .await;
+    let conv: u64 = v["items"][0]["id"].as_str().unwrap().parse().unwrap();
+    let holder = wait_assigned(&d, conv).await;
+    let other = if holder == "a1" { "a2" } else { "a1" };
+    let path = format!("/api/v1/conversations/{conv}/messages");
+    let reply = json!({"type": "text", "text": "Hi, how can I help?"});
+    let (s, _) = call(&d, Method::POST, &path, &tokens[other], reply.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "only the assignee replies");
+    let (s, v) = call(&d, Method::POST, &path, &tokens[holder.as_str()], reply).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let live = admin(&d, Method::GET, "/api/v1/live", Value::Null).await;
+    let me = live["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == holder.as_str())
+        .unwrap()
+        .clone();
+    assert!(me["avg_first_response_ms"].as_i64().is_some(), "{live}");
+    let (_, h) = d
+        .get(&format!("/api/v1/conversations/{conv}/routing"))
+        .await;
+    assert!(h["history"].to_string().contains("first_response"), "{h}");
+    assert_eq!(h["conversation"]["awaiting_first_reply"], false);
+}
