@@ -1115,6 +1115,19 @@ fn validate(mut config: Config, ctx: &Ctx<'_>, issues: &mut Vec<ConfigIssue>) ->
     check_whatsapp(&mut config.whatsapp, ctx, &mut check);
     check_outbound(&mut config.outbound, ctx, &mut check);
     check_routing(&config.routing, &mut check);
+    for (i, n) in config.numbers.iter().enumerate() {
+        if let Some(team) = &n.team {
+            if team.trim().is_empty() || team.len() > crate::routing::MAX_ID_LEN {
+                check.fail(
+                    &format!("numbers[{i}].team"),
+                    format!(
+                        "must be a team id of 1 to {} bytes",
+                        crate::routing::MAX_ID_LEN
+                    ),
+                );
+            }
+        }
+    }
     let apps = check_apps(&config.apps, ctx, &mut check);
     let numbers = check_numbers(&config, ctx, &mut check);
 
@@ -1776,6 +1789,35 @@ mod tests {
     }
 
     const APP: &str = "[[apps]]\nname = \"main\"\napp_secret = \"s3cret\"\nverify_token = \"vt\"\n";
+
+    #[test]
+    fn routing_values_are_validated() {
+        let src = format!(
+            "[routing]\ntick_interval = \"0s\"\ndefault_max_concurrent = 0\nqueue = 1\n\
+             grace_period = \"30d\"\nstream_buffer = 0\n{APP}\
+             [[numbers]]\nphone_number_id = \"123\"\ndisplay_phone_number = \"15550000000\"\n\
+             app = \"main\"\nteam = \" \"\n"
+        );
+        let issues = errors(&src);
+        for key in [
+            "routing.tick_interval",
+            "routing.default_max_concurrent",
+            "routing.queue",
+            "routing.grace_period",
+            "routing.stream_buffer",
+            "numbers[0].team",
+        ] {
+            issue(&issues, key);
+        }
+        let ok = format!("[routing]\ngrace_period = \"10s\"\nfirst_reply_timeout = \"2m\"\n{APP}");
+        let dir = tempfile::tempdir().unwrap();
+        let r = parse_in(&ok, dir.path(), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.config.routing.grace_period, Duration::from_secs(10));
+        assert_eq!(
+            r.config.routing.first_reply_timeout,
+            Duration::from_secs(120)
+        );
+    }
 
     fn write(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
         let path = dir.join(name);
