@@ -1119,7 +1119,7 @@ fn validate(mut config: Config, ctx: &Ctx<'_>, issues: &mut Vec<ConfigIssue>) ->
         if let Some(team) = &n.team {
             if team.trim().is_empty() || team.len() > crate::routing::MAX_ID_LEN {
                 check.fail(
-                    &format!("numbers[{i}].team"),
+                    format!("numbers[{i}].team"),
                     format!(
                         "must be a team id of 1 to {} bytes",
                         crate::routing::MAX_ID_LEN
