@@ -362,8 +362,19 @@ async fn state(d: &Daemon, convs: [u64; 4]) -> Vec<(Value, Value, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_state_survives_a_clean_restart_and_sigkill() {
+    restarts_keep_routing_state("1h").await;
+}
+
+/// With checkpoints every 50 ms the pipeline replays only a tail of the
+/// journal while routing replays all of it: resolutions must still hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_state_survives_restarts_with_frequent_checkpoints() {
+    restarts_keep_routing_state("50ms").await;
+}
+
+async fn restarts_keep_routing_state(checkpoint_interval: &'static str) {
     let mut d = Daemon::start_with(Options {
-        checkpoint_interval: "1h",
+        checkpoint_interval,
         ..Options::default()
     })
     .await;
