@@ -165,6 +165,7 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub whatsapp: WhatsappConfig,
     pub outbound: OutboundConfig,
+    pub routing: RoutingConfig,
     pub apps: Vec<AppConfig>,
     pub numbers: Vec<NumberConfig>,
 }
@@ -389,6 +390,9 @@ pub struct NumberConfig {
     /// The ceiling after Meta announces THROUGHPUT_UPGRADE (default: max_per_second).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgraded_per_second: Option<f64>,
+    /// Routing team that takes this number's new conversations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 impl NumberConfig {
@@ -410,6 +414,7 @@ impl Default for NumberConfig {
             max_per_minute: None,
             initial_per_second: None,
             upgraded_per_second: None,
+            team: None,
         }
     }
 }
@@ -488,6 +493,45 @@ impl Default for OutboundConfig {
             pair_interval: Duration::from_secs(6),
             pair_burst: 3,
             throttle_hold: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[routing]`: conversation routing to agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// An agent gone offline keeps its conversations this long before they
+    /// return to routing (a flapping mobile connection reshuffles nothing).
+    #[serde(with = "duration_str")]
+    pub grace_period: Duration,
+    /// `max_concurrent` of agents created without one.
+    pub default_max_concurrent: u32,
+    /// Teams created without `first_reply_timeout_ms` in their policy take
+    /// this: an assigned conversation without an agent reply returns to
+    /// routing. "0s" disables it.
+    #[serde(with = "duration_str")]
+    pub first_reply_timeout: Duration,
+    /// Routing commands waiting for the routing thread at most (503 beyond).
+    pub queue: usize,
+    /// How often timers (step timeouts, sticky waits, grace periods) are
+    /// checked.
+    #[serde(with = "duration_str")]
+    pub tick_interval: Duration,
+    /// Events buffered per `/api/v1/events` subscriber; one that falls
+    /// further behind is disconnected.
+    pub stream_buffer: usize,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            grace_period: Duration::from_secs(60),
+            default_max_concurrent: 6,
+            first_reply_timeout: Duration::ZERO,
+            queue: 65_536,
+            tick_interval: Duration::from_millis(200),
+            stream_buffer: 1024,
         }
     }
 }
@@ -666,8 +710,8 @@ struct Ctx<'a> {
 }
 
 const SECTIONS: &[&str] = &[
-    "server", "storage", "pipeline", "metrics", "auth", "logging", "whatsapp", "outbound", "apps",
-    "numbers",
+    "server", "storage", "pipeline", "metrics", "auth", "logging", "whatsapp", "outbound",
+    "routing", "apps", "numbers",
 ];
 
 fn parse_with_env(src: &str, origin: &Path, env: EnvLookup<'_>) -> Result<Resolved, ConfigErrors> {
@@ -747,6 +791,7 @@ fn deserialize_config(src: &str, table: &DeTable<'_>, issues: &mut Vec<ConfigIss
             "logging" => config.logging = section(src, name, value, issues),
             "whatsapp" => config.whatsapp = section(src, name, value, issues),
             "outbound" => config.outbound = section(src, name, value, issues),
+            "routing" => config.routing = section(src, name, value, issues),
             "apps" => config.apps = array_of_tables(src, name, value, issues),
             "numbers" => config.numbers = array_of_tables(src, name, value, issues),
             other => issues.push(ConfigIssue {
@@ -1069,6 +1114,20 @@ fn validate(mut config: Config, ctx: &Ctx<'_>, issues: &mut Vec<ConfigIssue>) ->
 
     check_whatsapp(&mut config.whatsapp, ctx, &mut check);
     check_outbound(&mut config.outbound, ctx, &mut check);
+    check_routing(&config.routing, &mut check);
+    for (i, n) in config.numbers.iter().enumerate() {
+        if let Some(team) = &n.team {
+            if team.trim().is_empty() || team.len() > crate::routing::MAX_ID_LEN {
+                check.fail(
+                    format!("numbers[{i}].team"),
+                    format!(
+                        "must be a team id of 1 to {} bytes",
+                        crate::routing::MAX_ID_LEN
+                    ),
+                );
+            }
+        }
+    }
     let apps = check_apps(&config.apps, ctx, &mut check);
     let numbers = check_numbers(&config, ctx, &mut check);
 
@@ -1432,6 +1491,27 @@ fn check_outbound(o: &mut OutboundConfig, ctx: &Ctx<'_>, check: &mut Checker<'_>
     check.range("outbound.pair_burst", o.pair_burst.into(), 1, 100);
 }
 
+fn check_routing(r: &RoutingConfig, check: &mut Checker<'_>) {
+    if r.grace_period > Duration::from_secs(7 * 24 * 3600) {
+        check.fail("routing.grace_period", "must be at most 7 days");
+    }
+    if r.first_reply_timeout > Duration::from_secs(7 * 24 * 3600) {
+        check.fail("routing.first_reply_timeout", "must be at most 7 days");
+    }
+    check.duration("routing.tick_interval", r.tick_interval);
+    if r.tick_interval > Duration::from_secs(10) {
+        check.fail("routing.tick_interval", "must be at most 10s");
+    }
+    check.range(
+        "routing.default_max_concurrent",
+        r.default_max_concurrent.into(),
+        1,
+        1000,
+    );
+    check.range("routing.queue", r.queue as u64, 16, 1 << 24);
+    check.range("routing.stream_buffer", r.stream_buffer as u64, 16, 1 << 20);
+}
+
 fn check_numbers(config: &Config, ctx: &Ctx<'_>, check: &mut Checker<'_>) -> Vec<ResolvedNumber> {
     let mut ids: HashMap<&str, usize> = HashMap::new();
     let mut displays: HashMap<&str, usize> = HashMap::new();
@@ -1708,6 +1788,35 @@ mod tests {
 
     const APP: &str = "[[apps]]\nname = \"main\"\napp_secret = \"s3cret\"\nverify_token = \"vt\"\n";
 
+    #[test]
+    fn routing_values_are_validated() {
+        let src = format!(
+            "[routing]\ntick_interval = \"0s\"\ndefault_max_concurrent = 0\nqueue = 1\n\
+             grace_period = \"30d\"\nstream_buffer = 0\n{APP}\
+             [[numbers]]\nphone_number_id = \"123\"\ndisplay_phone_number = \"15550000000\"\n\
+             app = \"main\"\nteam = \" \"\n"
+        );
+        let issues = errors(&src);
+        for key in [
+            "routing.tick_interval",
+            "routing.default_max_concurrent",
+            "routing.queue",
+            "routing.grace_period",
+            "routing.stream_buffer",
+            "numbers[0].team",
+        ] {
+            issue(&issues, key);
+        }
+        let ok = format!("[routing]\ngrace_period = \"10s\"\nfirst_reply_timeout = \"2m\"\n{APP}");
+        let dir = tempfile::tempdir().unwrap();
+        let r = parse_in(&ok, dir.path(), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.config.routing.grace_period, Duration::from_secs(10));
+        assert_eq!(
+            r.config.routing.first_reply_timeout,
+            Duration::from_secs(120)
+        );
+    }
+
     fn write(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
         let path = dir.join(name);
         if let Some(parent) = path.parent() {
@@ -1795,6 +1904,7 @@ mod tests {
             access_token_env: Some(String::new()),
             name: Some(String::new()),
             waba_id: Some(String::new()),
+            team: Some(String::new()),
             ..NumberConfig::default()
         });
         let schema: toml::Table = toml::from_str(&toml::to_string(&full).unwrap()).unwrap();

@@ -44,6 +44,7 @@ use crate::pipeline::liveness::{Heartbeat, Prober};
 use crate::pipeline::numbers::{NumberInfo, Numbers};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::reload::{self, ReloadStatus, Terms};
+use crate::routing::service::{Routing, RoutingService, RoutingSettings};
 use crate::store::Store;
 use crate::telemetry::names;
 
@@ -98,6 +99,7 @@ const MAX_REOPEN_BACKOFF: Duration = Duration::from_secs(16);
 /// orderly stop.
 struct Spine {
     pipeline: Arc<Pipeline>,
+    routing: Arc<RoutingService>,
     journal: JournalHandle<IngestCtx>,
     checkpointer: Checkpointer,
     /// Started once the core serves (not during a stop requested at start-up).
@@ -222,6 +224,13 @@ fn start_core(resolved: &Resolved, watchdog: Option<&Watchdog>) -> Result<Spine,
         JournalReader::new(&journal_dir),
         &pipeline_cfg,
     )?);
+    let routing =
+        RoutingService::start(routing_settings(resolved), &pipeline).map_err(|source| {
+            DaemonError::DataDir {
+                path: data_dir.clone(),
+                source,
+            }
+        })?;
     let mut jcfg = JournalConfig::new(&journal_dir);
     jcfg.segment_bytes = cfg.storage.journal_segment_bytes;
     jcfg.max_record_bytes = cfg.storage.max_record_bytes;
@@ -233,6 +242,11 @@ fn start_core(resolved: &Resolved, watchdog: Option<&Watchdog>) -> Result<Spine,
             "journal needed repair at start-up (see the log lines above)"
         );
     }
+    // Routing first: it needs every routing record since the beginning; the
+    // pipeline's replay below then skips the ones it has applied.
+    let routing_replayed = routing
+        .replay(&journal)
+        .map_err(|e| DaemonError::Pipeline(crate::pipeline::PipelineError::Apply(e)))?;
     let from = checkpoint::replay_position(&store)?;
     let replayed = ingest::replay(&pipeline, &journal, from, pipeline_cfg.shard_queue)?;
     let handle = journal.start(ShardSink::new(pipeline.clone()))?;
@@ -263,6 +277,7 @@ fn start_core(resolved: &Resolved, watchdog: Option<&Watchdog>) -> Result<Spine,
     };
     tracing::info!(
         replayed,
+        routing_replayed,
         from,
         shards = pipeline.shard_count(),
         conversations = pipeline.shards().map(|s| s.len()).sum::<usize>(),
@@ -274,6 +289,7 @@ fn start_core(resolved: &Resolved, watchdog: Option<&Watchdog>) -> Result<Spine,
         prober,
         outbound: None,
         pipeline,
+        routing,
         journal: handle,
         checkpointer,
     })
@@ -294,7 +310,14 @@ impl Spine {
         );
         let outbound = start_outbound(resolved, self, ingest.clone(), terms)?;
         self.outbound = Some(outbound.clone());
-        Ok(Core { ingest, outbound })
+        let routing = Routing::new(self.routing.clone(), ingest.clone());
+        let live = routing.clone();
+        tokio::spawn(async move { live.go_live().await });
+        Ok(Core {
+            ingest,
+            outbound,
+            routing,
+        })
     }
 
     /// In-flight sends finish and record their outcome before the journal closes.
@@ -315,6 +338,7 @@ impl Spine {
         if let Err(e) = self.journal.shutdown() {
             tracing::warn!(error = %e, "journal: shutdown after a store failure");
         }
+        self.routing.stop();
         self.pipeline.stop();
     }
 
@@ -336,6 +360,7 @@ impl Spine {
         let mut unwritten = self.checkpointer.stop();
         let result = checkpoint::checkpoint(&self.pipeline, &self.journal, &mut unwritten);
         let journal = self.journal.shutdown();
+        self.routing.stop();
         self.pipeline.stop();
         self.pipeline.store().sync()?;
         journal?;
@@ -403,6 +428,27 @@ impl StopSignals {
 
 /// The Graph API client, the per-number dispatchers (with what a previous
 /// run left unsent) and the outbound service.
+fn routing_settings(resolved: &Resolved) -> RoutingSettings {
+    let r = &resolved.config.routing;
+    RoutingSettings {
+        grace_ms: r.grace_period.as_millis() as i64,
+        default_max_concurrent: r.default_max_concurrent,
+        first_reply_timeout_ms: (!r.first_reply_timeout.is_zero())
+            .then_some(r.first_reply_timeout.as_millis() as i64),
+        queue: r.queue,
+        notice_queue: r.queue,
+        tick_interval: r.tick_interval,
+        stream_buffer: r.stream_buffer,
+        number_teams: resolved
+            .config
+            .numbers
+            .iter()
+            .filter_map(|n| Some((n.phone_number_id.clone(), n.team.clone()?)))
+            .collect(),
+        audit: false,
+    }
+}
+
 fn start_outbound(
     resolved: &Resolved,
     core: &Spine,

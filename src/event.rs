@@ -357,6 +357,19 @@ pub struct AlertEvent {
     pub at_ms: i64,
 }
 
+/// A routing command (kind 10): every input of the routing engine is
+/// journaled as one, and the engine is rebuilt by replaying them in LSN
+/// order (it is deterministic).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RoutingEvent {
+    /// Route of the conversation a resolve or reopen is about: that
+    /// conversation's shard applies the record too (in LSN order with its
+    /// messages), so a customer message after the resolve opens a new
+    /// conversation. None for every other command.
+    pub conv_route: Option<u32>,
+    pub command: crate::routing::Command,
+}
+
 /// One journal record's payload.
 // Events are built once and moved through Vecs; boxing the large variants
 // would only add an allocation per event.
@@ -372,6 +385,7 @@ pub enum Event {
     Outbound(OutboundRequest),
     SendOutcome(SendOutcome),
     Alert(AlertEvent),
+    Routing(RoutingEvent),
 }
 
 /// Record kinds as written in the journal header. Never reuse a number.
@@ -385,6 +399,7 @@ pub mod kind {
     pub const OUTBOUND: u16 = 7;
     pub const SEND_OUTCOME: u16 = 8;
     pub const ALERT: u16 = 9;
+    pub const ROUTING: u16 = 10;
 }
 
 impl Event {
@@ -399,6 +414,7 @@ impl Event {
             Event::Outbound(_) => kind::OUTBOUND,
             Event::SendOutcome(_) => kind::SEND_OUTCOME,
             Event::Alert(_) => kind::ALERT,
+            Event::Routing(_) => kind::ROUTING,
         }
     }
 
@@ -418,6 +434,7 @@ impl Event {
             Event::Outbound(e) => e.route,
             Event::SendOutcome(e) => e.route,
             Event::Alert(e) => e.route,
+            Event::Routing(e) => e.conv_route.unwrap_or(0),
         }
     }
 
@@ -430,7 +447,9 @@ impl Event {
             Event::Preference(e) => Some(&e.raw),
             Event::Unrouted(e) => Some(&e.raw),
             Event::Invalid(e) => Some(&e.raw),
-            Event::Outbound(_) | Event::SendOutcome(_) | Event::Alert(_) => None,
+            Event::Outbound(_) | Event::SendOutcome(_) | Event::Alert(_) | Event::Routing(_) => {
+                None
+            }
         }
     }
 
@@ -447,6 +466,7 @@ impl Event {
             Event::Outbound(e) => to_aligned(e),
             Event::SendOutcome(e) => to_aligned(e),
             Event::Alert(e) => to_aligned(e),
+            Event::Routing(e) => to_aligned(e),
         }
     }
 
@@ -471,6 +491,7 @@ impl Event {
             kind::OUTBOUND => Event::Outbound(from_unaligned::<OutboundRequest>(bytes)?),
             kind::SEND_OUTCOME => Event::SendOutcome(from_unaligned::<SendOutcome>(bytes)?),
             kind::ALERT => Event::Alert(from_unaligned::<AlertEvent>(bytes)?),
+            kind::ROUTING => Event::Routing(from_unaligned::<RoutingEvent>(bytes)?),
             _ => return Err(CodecError::UnknownKind(kind)),
         })
     }

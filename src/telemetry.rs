@@ -102,6 +102,17 @@ pub mod names {
     // --- config reload ---
     pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
     pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "switchboard_config_last_reload_success";
+    pub const ROUTING_COMMANDS: &str = "switchboard_routing_commands_total";
+    pub const ROUTING_ASSIGNMENTS: &str = "switchboard_routing_assignments_total";
+    pub const ROUTING_UNASSIGNMENTS: &str = "switchboard_routing_unassignments_total";
+    pub const ROUTING_APPLY_SECONDS: &str = "switchboard_routing_apply_seconds";
+    pub const ROUTING_OPEN: &str = "switchboard_routing_open_conversations";
+    pub const ROUTING_QUEUED: &str = "switchboard_routing_queued_conversations";
+    pub const ROUTING_AGENTS: &str = "switchboard_routing_agents";
+    pub const ROUTING_NOTICES_DROPPED: &str = "switchboard_routing_notices_dropped_total";
+    pub const ROUTING_REPLAYED: &str = "switchboard_routing_replayed_commands_total";
+    pub const SSE_SUBSCRIBERS: &str = "switchboard_sse_subscribers";
+    pub const SSE_DROPPED: &str = "switchboard_sse_dropped_total";
 }
 
 use names::*;
@@ -184,6 +195,17 @@ pub const CATALOGUE: &[MetricDef] = &[
     // --- config reload ---
     MetricDef { name: CONFIG_RELOADS, kind: C, unit: Unit::Count, labels: &["result"], help: "Config reloads (SIGHUP, switchboard reload), by result (ok, error; an error keeps the config in force)." },
     MetricDef { name: CONFIG_LAST_RELOAD_SUCCESS, kind: G, unit: Unit::Count, labels: &[], help: "1 if the last config reload succeeded (or none was asked for since start), 0 if it was rejected." },
+    MetricDef { name: ROUTING_COMMANDS, kind: C, unit: Unit::Count, labels: &["command", "result"], help: "Routing commands applied, by command and result (ok, refused)." },
+    MetricDef { name: ROUTING_ASSIGNMENTS, kind: C, unit: Unit::Count, labels: &["reason"], help: "Conversations assigned to an agent, by reason (policy, sticky, manual, claim, transfer)." },
+    MetricDef { name: ROUTING_UNASSIGNMENTS, kind: C, unit: Unit::Count, labels: &["reason"], help: "Conversations taken from an agent and returned to routing, by reason (agent_offline, no_first_reply, transfer, ...)." },
+    MetricDef { name: ROUTING_APPLY_SECONDS, kind: H, unit: Unit::Seconds, labels: &[], help: "Time the routing engine took to apply one batch of durable commands." },
+    MetricDef { name: ROUTING_OPEN, kind: G, unit: Unit::Count, labels: &[], help: "Open conversations held by routing (assigned or waiting)." },
+    MetricDef { name: ROUTING_QUEUED, kind: G, unit: Unit::Count, labels: &[], help: "Conversations waiting in routing queues (step and sticky queues)." },
+    MetricDef { name: ROUTING_AGENTS, kind: G, unit: Unit::Count, labels: &["status"], help: "Agents by presence (online, away, offline)." },
+    MetricDef { name: ROUTING_NOTICES_DROPPED, kind: C, unit: Unit::Count, labels: &[], help: "Conversation-opened notices a shard could not hand to routing (channel full); reconciliation picks them up." },
+    MetricDef { name: ROUTING_REPLAYED, kind: C, unit: Unit::Count, labels: &[], help: "Routing commands replayed from the journal at start-up." },
+    MetricDef { name: SSE_SUBSCRIBERS, kind: G, unit: Unit::Count, labels: &[], help: "Clients connected to the event stream (/api/v1/events)." },
+    MetricDef { name: SSE_DROPPED, kind: C, unit: Unit::Count, labels: &[], help: "Event-stream clients disconnected because they fell behind." },
 ];
 
 /// Alert kind as a bounded label value.

@@ -139,6 +139,16 @@ pub fn generate_token() -> Result<String, AuthError> {
     Ok(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
 }
 
+/// SHA-256 of `bytes`, lower-case hex (how agent tokens are stored).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha256(bytes))
+}
+
+/// SHA-256 hex of the bearer token in an Authorization header.
+pub fn bearer_sha256_hex(authorization: &[u8]) -> Option<String> {
+    bearer_token(authorization).map(sha256_hex)
+}
+
 fn sha256(bytes: &[u8]) -> Digest {
     let mut out = [0u8; SHA256_OUTPUT_LEN];
     out.copy_from_slice(digest(&SHA256, bytes).as_ref());

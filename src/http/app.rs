@@ -19,6 +19,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::response::{error, json, read_body};
+use super::routing_api::{Caller, RRoute};
 use super::server::{Body, ConnInfo};
 use super::{api, webhook};
 use crate::auth::AdminAuth;
@@ -42,6 +43,7 @@ pub struct WebhookSettings {
 pub struct Core {
     pub ingest: Ingest,
     pub outbound: Arc<Outbound>,
+    pub routing: crate::routing::service::Routing,
 }
 
 pub struct App {
@@ -73,6 +75,28 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/numbers/{id}/resume"),
     ("GET", "/api/v1/webhook-events"),
     ("GET", "/api/v1/alerts"),
+    ("GET", "/api/v1/agents"),
+    ("POST", "/api/v1/agents"),
+    ("GET", "/api/v1/agents/{id}"),
+    ("PUT", "/api/v1/agents/{id}"),
+    ("DELETE", "/api/v1/agents/{id}"),
+    ("PUT", "/api/v1/agents/{id}/status"),
+    ("POST", "/api/v1/agents/{id}/token"),
+    ("GET", "/api/v1/agents/{id}/conversations"),
+    ("GET", "/api/v1/teams"),
+    ("POST", "/api/v1/teams"),
+    ("GET", "/api/v1/teams/{id}"),
+    ("PUT", "/api/v1/teams/{id}"),
+    ("DELETE", "/api/v1/teams/{id}"),
+    ("GET", "/api/v1/conversations/{id}/routing"),
+    ("POST", "/api/v1/conversations/{id}/assign"),
+    ("POST", "/api/v1/conversations/{id}/claim"),
+    ("POST", "/api/v1/conversations/{id}/transfer"),
+    ("POST", "/api/v1/conversations/{id}/resolve"),
+    ("POST", "/api/v1/conversations/{id}/reopen"),
+    ("GET", "/api/v1/queues"),
+    ("GET", "/api/v1/live"),
+    ("GET", "/api/v1/events"),
 ];
 
 enum Route {
@@ -93,6 +117,7 @@ enum Route {
     NumberResume(String),
     WebhookEvents,
     Alerts,
+    Routing(RRoute),
     NotFound,
     MethodNotAllowed(&'static str),
 }
@@ -117,6 +142,7 @@ impl Route {
             Route::NumberResume(_) => "number_resume",
             Route::WebhookEvents => "webhook_events",
             Route::Alerts => "alerts",
+            Route::Routing(r) => r.label(),
             Route::NotFound => "not_found",
             Route::MethodNotAllowed(_) => "method_not_allowed",
         }
@@ -150,6 +176,9 @@ fn route(method: &Method, path: &str) -> Route {
     let decoded = |s: &str| decode_segment(s).filter(|v| !v.is_empty());
     let get_id =
         |s: &str, f: fn(String) -> Route| decoded(s).map_or(Route::NotFound, |id| get(f(id)));
+    if let Some(r) = super::routing_api::match_route(&segments, decoded) {
+        return Route::Routing(r);
+    }
     match segments.as_slice() {
         ["healthz"] => get(Route::Healthz),
         ["readyz"] => get(Route::Readyz),
@@ -298,29 +327,98 @@ impl App {
         resp
     }
 
-    async fn api(&self, route: Route, req: Request<Incoming>) -> Response<Body> {
-        let principal = self.auth.authenticate(
-            req.headers()
-                .get(header::AUTHORIZATION)
-                .map(|v| v.as_bytes()),
-        );
-        if principal.is_none() {
+    async fn api(self: &Arc<Self>, route: Route, req: Request<Incoming>) -> Response<Body> {
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let core = self.core.read().clone();
+        let caller = if self.auth.authenticate(authorization.as_deref()).is_some() {
+            Some(Caller::Admin)
+        } else {
+            core.as_ref()
+                .and_then(|c| {
+                    super::routing_api::agent_for_token(&c.routing, authorization.as_deref())
+                })
+                .map(Caller::Agent)
+        };
+        let Some(caller) = caller else {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "send Authorization: Bearer <admin token>",
+                "send Authorization: Bearer <admin or agent token>",
             );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
-        }
-        let Some(core) = self.core.read().clone() else {
+        };
+        let Some(core) = core else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
                 "start-up replay has not finished, or the store is being reopened",
             );
         };
+        if let Route::Routing(r) = route {
+            let method = req.method().clone();
+            let body = if method == Method::POST || method == Method::PUT {
+                match read_body(req, API_MAX_BODY, self.webhook().body_read_timeout).await {
+                    Ok((_, body)) => body,
+                    Err(refused) => return refused.response,
+                }
+            } else {
+                bytes::Bytes::new()
+            };
+            return super::routing_api::handle(self, &core.routing, caller, &method, r, body).await;
+        }
+        if let Caller::Agent(agent) = &caller {
+            // Agents reply in conversations they hold; everything else here
+            // is the admin's.
+            let Route::ConversationSend(id) = &route else {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "agents may use the routing endpoints and reply in their conversations",
+                );
+            };
+            let conv = id.parse::<u64>().ok();
+            let holds = conv.is_some_and(|c| {
+                core.routing
+                    .read()
+                    .engine()
+                    .conversation(c)
+                    .and_then(|v| v.assignee)
+                    .is_some_and(|a| a == *agent)
+            });
+            if !holds {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "agents reply only in conversations assigned to them",
+                );
+            }
+            let (_, body) =
+                match read_body(req, API_MAX_BODY, self.webhook().body_read_timeout).await {
+                    Ok(read) => read,
+                    Err(refused) => return refused.response,
+                };
+            let resp = api::send(&core, Some(id.as_str()), &body, agent).await;
+            if resp.status() == StatusCode::ACCEPTED {
+                if let Some(conv) = conv {
+                    // First response time: the agent's reply is a routing
+                    // input too (journaled; automated sends never are).
+                    let cmd = crate::routing::Command::AgentReplied {
+                        conv,
+                        agent: agent.clone(),
+                        now_ms: crate::routing::service::now_ms(),
+                    };
+                    if let Err(e) = core.routing.submit(cmd).await {
+                        tracing::warn!(error = %e, "routing: agent reply not recorded");
+                    }
+                }
+            }
+            return resp;
+        }
         let params = api::Params::parse(req.uri().query());
         let pipeline = core.ingest.pipeline();
         match route {

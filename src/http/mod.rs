@@ -9,6 +9,7 @@ pub mod app;
 pub mod metrics_server;
 pub mod openapi;
 pub mod response;
+pub mod routing_api;
 pub mod server;
 pub mod tls;
 pub mod webhook;

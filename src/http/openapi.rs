@@ -122,7 +122,177 @@ fn limit_cursor() -> Vec<Value> {
     ]
 }
 
+/// A routing write: JSON body in, engine effects out.
+fn routing_op(
+    summary: &str,
+    params: Vec<Value>,
+    body: Option<&str>,
+    ok_status: &str,
+    result: Value,
+) -> Value {
+    let mut op = json!({
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "parameters": params,
+        "responses": {
+            ok_status: ok(result, "Durable and applied; `effects` lists what changed."),
+            "400": err("The body is invalid."),
+            "401": err("Missing or wrong bearer token."),
+            "403": err("An agent token may not do this, or the agent is not eligible."),
+            "404": err("Unknown agent, team or conversation."),
+            "409": err("Refused by routing: already_assigned, at_capacity, agent_unavailable, team_in_use, ..."),
+            "503": err("Not ready or overloaded; retry (Retry-After).")
+        }
+    });
+    if let Some(b) = body {
+        op["requestBody"] =
+            json!({"required": true, "content": {"application/json": {"schema": schema_ref(b)}}});
+    }
+    op
+}
+
+fn with_effects(name: &str, value: Value) -> Value {
+    object(json!({name: value, "effects": {"type": "array", "items": schema_ref("RoutingEffect")}}))
+}
+
+/// Paths of the routing endpoints.
+fn routing_paths() -> Value {
+    let agent_id = || vec![path_id("Agent id.")];
+    let team_id = || vec![path_id("Team id.")];
+    let conv_id = || vec![path_id("Conversation id.")];
+    let conv_result = || with_effects("conversation", nullable_ref("RoutingConversation"));
+    json!({
+        "/api/v1/agents": {
+            "get": api_get("Agents (admin).", vec![], ok(object(json!({"items": {"type": "array", "items": schema_ref("Agent")}})), "All agents."))["get"].clone(),
+            "post": routing_op("Create an agent (admin); `status` optional.", vec![], Some("AgentInput"), "201", with_effects("agent", nullable_ref("Agent")))
+        },
+        "/api/v1/agents/{id}": {
+            "get": api_get("One agent (admin, or the agent itself).", agent_id(), ok(schema_ref("Agent"), "The agent."))["get"].clone(),
+            "put": routing_op("Replace an agent (admin).", agent_id(), Some("AgentInput"), "200", with_effects("agent", nullable_ref("Agent"))),
+            "delete": routing_op("Remove an agent (admin): its conversations return to routing.", agent_id(), None, "200", with_effects("removed", string()))
+        },
+        "/api/v1/agents/{id}/status": {"put": routing_op("Set presence: online, away or offline (admin, or the agent itself).", agent_id(), Some("StatusInput"), "200", with_effects("agent", nullable_ref("Agent")))},
+        "/api/v1/agents/{id}/token": {"post": routing_op("Issue the agent's API token (admin); shown once, replaces the previous one.", agent_id(), None, "201", object(json!({"agent": string(), "token": string()})))},
+        "/api/v1/agents/{id}/conversations": api_get("Conversations assigned to the agent (admin, or the agent itself).", agent_id(), ok(object(json!({"items": {"type": "array", "items": schema_ref("RoutingConversation")}})), "By arrival.")),
+        "/api/v1/teams": {
+            "get": api_get("Teams with their routing policies.", vec![], ok(object(json!({"items": {"type": "array", "items": schema_ref("Team")}})), "All teams."))["get"].clone(),
+            "post": routing_op("Create a team with its routing policy (admin); `numbers` map numbers to it.", vec![], Some("TeamInput"), "201", schema_ref("TeamDetail"))
+        },
+        "/api/v1/teams/{id}": {
+            "get": api_get("One team, its policy and the numbers mapped to it.", team_id(), ok(schema_ref("TeamDetail"), "The team."))["get"].clone(),
+            "put": routing_op("Replace a team and its routing policy (admin).", team_id(), Some("TeamInput"), "200", schema_ref("TeamDetail")),
+            "delete": routing_op("Remove a team (admin); refused while conversations or other policies use it.", team_id(), None, "200", object(json!({"removed": string()})))
+        },
+        "/api/v1/conversations/{id}/routing": api_get("A conversation's routing state (assignee, queue, position, estimated wait; null once resolved) and its history: every assignment change with who made it and why.", conv_id(), ok(object(json!({"conversation": nullable_ref("RoutingConversation"), "history": {"type": "array", "items": schema_ref("RoutingEffect")}})), "Known to routing.")),
+        "/api/v1/conversations/{id}/assign": {"post": routing_op("Assign to an agent or route to a team (admin).", conv_id(), Some("TargetInput"), "200", conv_result())},
+        "/api/v1/conversations/{id}/claim": {"post": routing_op("An agent takes a waiting conversation it is eligible for; of concurrent claims exactly one wins (admin: name the agent).", conv_id(), None, "200", conv_result())},
+        "/api/v1/conversations/{id}/transfer": {"post": routing_op("Move an assigned conversation to an agent or a team (admin, or the agent holding it).", conv_id(), Some("TargetInput"), "200", conv_result())},
+        "/api/v1/conversations/{id}/resolve": {"post": routing_op("Resolve (admin, or the agent holding it); the customer's next message opens a new conversation.", conv_id(), None, "200", conv_result())},
+        "/api/v1/conversations/{id}/reopen": {"post": routing_op("Reopen a resolved conversation; routed again (sticky to its last agent).", conv_id(), None, "200", conv_result())},
+        "/api/v1/queues": api_get("Every step queue and sticky queue: length and oldest wait.", vec![], ok(object(json!({"items": {"type": "array", "items": schema_ref("QueueStat")}})), "Queues.")),
+        "/api/v1/live": api_get("Live view (admin): per agent load, average first response, resolved in the last hour; per team queue length and longest wait.", vec![], ok(schema_ref("Live"), "Now.")),
+        "/api/v1/events": {"get": {
+            "summary": "Server-Sent Events: routing effects (assigned, queued, moved, unassigned, resolved, reopened, agent_status_changed, first_response) and filed messages (event `message`); an agent sees its own. A client that falls behind is disconnected.",
+            "security": [{"bearer": []}],
+            "responses": {
+                "200": {"description": "An event stream; `data` is a RoutingEffect with `lsn`, `at_ms`, `number_id` and `customer_id`, or a message (`lsn`, `conv`, `number_id`, `customer_id`, `direction`, `id`, `kind`, `submitted_by`).", "content": {"text/event-stream": {"schema": string()}}},
+                "401": err("Missing or wrong bearer token.")
+            }
+        }}
+    })
+}
+
+/// Schemas of the routing endpoints.
+fn routing_schemas() -> Value {
+    let int = || json!({"type": "integer"});
+    let nint = || json!({"type": ["integer", "null"]});
+    let status = || json!({"type": "string", "enum": ["online", "away", "offline"]});
+    let strings = || json!({"type": "array", "items": {"type": "string"}});
+    json!({
+        "Agent": object(json!({
+            "id": string(), "name": string(), "teams": strings(), "skills": strings(),
+            "max_concurrent": int(), "status": status(), "grace_until_ms": nint(),
+            "active": int(), "last_assigned_ms": nint()
+        })),
+        "AgentInput": {"type": "object", "properties": {
+            "id": string(), "name": string(), "teams": strings(), "skills": strings(),
+            "max_concurrent": int(), "status": status()
+        }},
+        "StatusInput": object(json!({"status": status()})),
+        "TargetInput": {"type": "object", "description": "Exactly one of agent and team.", "properties": {"agent": string(), "team": string()}},
+        "Policy": {"type": "object", "properties": {
+            "steps": {"type": "array", "items": {"type": "object", "properties": {
+                "target": {"description": "{\"team\": id} or {\"skills\": \"lang:ko AND billing\"}", "type": "object"},
+                "strategy": {"type": "string", "enum": ["round_robin", "least_loaded", "longest_idle", "manual"]},
+                "timeout_ms": nint(),
+                "skip_if_empty": {"type": "boolean"}
+            }}},
+            "sticky": {"type": "boolean"}, "sticky_wait_ms": int(), "max_wait_ms": nint(),
+            "overflow_team": nullable_string(), "first_reply_timeout_ms": nint()
+        }},
+        "Team": object(json!({"id": string(), "name": string(), "members": strings(), "policy": schema_ref("Policy")})),
+        "TeamDetail": {"type": "object", "required": ["team", "numbers"], "properties": {
+            "team": schema_ref("Team"), "numbers": strings(),
+            "effects": {"type": "array", "items": schema_ref("RoutingEffect")}
+        }},
+        "TeamInput": {"type": "object", "properties": {
+            "id": string(), "name": string(), "members": strings(), "policy": schema_ref("Policy"), "numbers": strings()
+        }},
+        "RoutingQueue": {"type": ["object", "null"], "description": "{\"kind\":\"step\",\"team\",\"step\"} or {\"kind\":\"sticky\",\"agent\"}"},
+        "RoutingConversation": object(json!({
+            "id": int(), "number_id": string(), "customer_id": string(), "team": string(), "arrival": int(),
+            "status": {"type": "string", "enum": ["queued", "assigned"]},
+            "assignee": nullable_string(), "assigned_at_ms": nint(), "awaiting_first_reply": {"type": "boolean"},
+            "queue": schema_ref("RoutingQueue"), "position": nint(), "estimated_wait_ms": nint(),
+            "waiting_since_ms": nint(), "opened_at_ms": int(), "avoid_agent": nullable_string()
+        })),
+        "QueueStat": object(json!({"queue": schema_ref("RoutingQueue"), "length": int(), "oldest_wait_ms": nint()})),
+        "Live": object(json!({
+            "agents": {"type": "array", "items": object(json!({
+                "id": string(), "name": string(), "status": status(), "in_grace": {"type": "boolean"},
+                "active": int(), "max_concurrent": int(), "avg_first_response_ms": nint(),
+                "resolved_last_hour": int(), "waiting_for_agent": int()
+            }))},
+            "teams": {"type": "array", "items": object(json!({
+                "id": string(), "name": string(), "online_members": int(), "queued": int(), "longest_wait_ms": nint()
+            }))}
+        })),
+        "RoutingEffect": {"type": "object", "required": ["type"], "properties": {
+            "type": {"type": "string", "enum": ["assigned", "queued", "moved", "unassigned", "resolved", "reopened", "agent_status_changed", "first_response"]},
+            "conv": int(), "agent": nullable_string(), "team": string(), "step": nint(),
+            "reason": {"type": "string", "description": "policy, sticky, manual, claim, transfer, timeout, skipped, overflow, sticky_fallthrough, agent_offline, no_first_reply, agent_removed, policy_changed"},
+            "actor": {"description": "\"system\", \"admin\", \"api\" or {\"agent\": id}"}
+        }}
+    })
+}
+
 pub fn document() -> Value {
+    let mut doc = base_document();
+    if let (Some(paths), Some(extra)) = (doc["paths"].as_object_mut(), routing_paths().as_object())
+    {
+        for (k, v) in extra {
+            match paths.get_mut(k) {
+                Some(existing) => {
+                    if let (Some(e), Some(v)) = (existing.as_object_mut(), v.as_object()) {
+                        e.extend(v.clone());
+                    }
+                }
+                None => {
+                    paths.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    if let (Some(schemas), Some(extra)) = (
+        doc["components"]["schemas"].as_object_mut(),
+        routing_schemas().as_object(),
+    ) {
+        schemas.extend(extra.clone());
+    }
+    doc
+}
+
+fn base_document() -> Value {
     let mut conv_params = vec![
         param(
             "number",

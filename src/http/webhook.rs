@@ -250,6 +250,6 @@ fn event_kind_label(ev: &crate::event::Event) -> &'static str {
         Event::Preference(_) => "preference",
         Event::Unrouted(_) => "unrouted",
         Event::Invalid(_) => "invalid",
-        Event::Outbound(_) | Event::SendOutcome(_) | Event::Alert(_) => "other",
+        Event::Outbound(_) | Event::SendOutcome(_) | Event::Alert(_) | Event::Routing(_) => "other",
     }
 }

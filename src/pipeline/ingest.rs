@@ -39,6 +39,7 @@ impl Sink<IngestCtx> for ShardSink {
         ctx.done.set_receipt(Receipt {
             first_lsn,
             locs: locs.to_vec(),
+            routing: Vec::new(),
         });
         let items = ctx
             .events

@@ -80,6 +80,8 @@ pub struct Completion {
 pub struct Receipt {
     pub first_lsn: Lsn,
     pub locs: Vec<RecordLoc>,
+    /// What the routing engine answered to each routing command, in order.
+    pub routing: Vec<crate::routing::CommandResult>,
 }
 
 impl Completion {
@@ -112,6 +114,16 @@ impl Completion {
         *self.receipt.lock() = Some(receipt);
     }
 
+    /// Results of routing commands (the routing component, before its part
+    /// is done).
+    pub fn push_routing(&self, results: Vec<crate::routing::CommandResult>) {
+        self.receipt
+            .lock()
+            .get_or_insert_with(Receipt::default)
+            .routing
+            .extend(results);
+    }
+
     pub fn take_receipt(&self) -> Option<Receipt> {
         self.receipt.lock().take()
     }
@@ -139,10 +151,52 @@ pub fn route_hash(number_id: &str, customer_id: &str) -> u32 {
     crc32c::crc32c_append(h, customer_id.as_bytes())
 }
 
+/// A conversation a shard opened, for routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenNotice {
+    pub conv: u64,
+    pub number_id: String,
+    pub customer_id: String,
+    pub route: u32,
+}
+
+/// A message filed in a conversation (for the event stream).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MessageNotice {
+    pub lsn: Lsn,
+    pub conv: u64,
+    pub number_id: String,
+    pub customer_id: String,
+    /// `in` (from the customer) or `out`.
+    pub direction: &'static str,
+    /// wamid, or `o{lsn}` for an outbound request not yet accepted.
+    pub id: String,
+    pub kind: String,
+    /// Who sent an outbound request (`admin`, an agent id, ...).
+    pub submitted_by: Option<String>,
+}
+
+/// Messages buffered for event-stream subscribers; one that falls further
+/// behind is disconnected.
+pub const MESSAGE_EVENTS: usize = 4096;
+
+/// The routing component as the pipeline sees it: a bounded, ordered
+/// consumer of durable routing commands (kind 10), fed only by the journal
+/// writer (or replay), so it applies them in LSN order.
+pub trait RoutingSink: Send + Sync {
+    /// Reserve room for `n` commands (all or nothing), before journaling.
+    fn try_reserve(&self, n: usize) -> bool;
+    fn release(&self, n: usize);
+    /// Durable commands, in LSN order; complete one part of `done` when
+    /// applied. Room was reserved.
+    fn apply(&self, items: Vec<(Lsn, crate::routing::Command)>, done: Arc<Completion>);
+}
+
 pub struct Pipeline {
     shared: Arc<Shared>,
     shards: Arc<[Shard]>,
     reader: JournalReader,
+    routing: std::sync::OnceLock<Arc<dyn RoutingSink>>,
 }
 
 impl Pipeline {
@@ -164,6 +218,8 @@ impl Pipeline {
             store,
             directory,
             numbers,
+            opened: std::sync::OnceLock::new(),
+            messages: tokio::sync::broadcast::channel(MESSAGE_EVENTS).0,
         });
         let cores = if cfg.pin_threads {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -185,12 +241,30 @@ impl Pipeline {
             shared,
             shards: shards.into(),
             reader,
+            routing: std::sync::OnceLock::new(),
         };
         p.update_gauges();
         Ok(p)
     }
 
     /// Reads archived records (messages, statuses, events) from the journal.
+    /// Connect the routing component: it receives every routing command,
+    /// and shards announce the conversations they open on `opened`. Once.
+    pub fn attach_routing(
+        &self,
+        sink: Arc<dyn RoutingSink>,
+        opened: tokio::sync::mpsc::Sender<OpenNotice>,
+    ) {
+        let _ = self.routing.set(sink);
+        let _ = self.shared.opened.set(opened);
+    }
+
+    /// Messages as shards file them (live; nothing is kept for late
+    /// subscribers).
+    pub fn subscribe_messages(&self) -> tokio::sync::broadcast::Receiver<Arc<MessageNotice>> {
+        self.shared.messages.subscribe()
+    }
+
     pub fn journal_reader(&self) -> &JournalReader {
         &self.reader
     }
@@ -244,7 +318,8 @@ impl Pipeline {
                 | Event::Unrouted(_)
                 | Event::Invalid(_)
                 | Event::SendOutcome(_)
-                | Event::Alert(_) => {}
+                | Event::Alert(_)
+                | Event::Routing(_) => {}
             }
         }
     }
@@ -254,9 +329,18 @@ impl Pipeline {
         &self,
         events: impl IntoIterator<Item = &'e Event>,
     ) -> Vec<(usize, usize)> {
-        let mut counts = vec![0usize; self.shards.len()];
+        // The last slot is the routing component.
+        let mut counts = vec![0usize; self.shards.len() + 1];
         for ev in events {
-            counts[self.shard_of(ev.route())] += 1;
+            match ev {
+                Event::Routing(r) => {
+                    counts[self.shards.len()] += 1;
+                    if let Some(route) = r.conv_route {
+                        counts[self.shard_of(route)] += 1;
+                    }
+                }
+                _ => counts[self.shard_of(ev.route())] += 1,
+            }
         }
         counts
             .into_iter()
@@ -268,10 +352,8 @@ impl Pipeline {
     /// Reserve queue room on every shard of `counts`, all or nothing.
     pub fn reserve(&self, counts: &[(usize, usize)]) -> bool {
         for (i, (shard, n)) in counts.iter().enumerate() {
-            if !self.shards[*shard].try_reserve(*n) {
-                for (s, m) in &counts[..i] {
-                    self.shards[*s].release(*m);
-                }
+            if !self.try_reserve_part(*shard, *n) {
+                self.release(&counts[..i]);
                 metrics::counter!(crate::telemetry::names::SHARD_REJECTED).increment(1);
                 return false;
             }
@@ -281,7 +363,23 @@ impl Pipeline {
 
     pub fn release(&self, counts: &[(usize, usize)]) {
         for (s, n) in counts {
-            self.shards[*s].release(*n);
+            match self.shards.get(*s) {
+                Some(shard) => shard.release(*n),
+                None => {
+                    if let Some(r) = self.routing.get() {
+                        r.release(*n);
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_reserve_part(&self, part: usize, n: usize) -> bool {
+        match self.shards.get(part) {
+            Some(shard) => shard.try_reserve(n),
+            // Without a routing component attached, routing commands cannot
+            // be applied: refuse rather than lose them.
+            None => self.routing.get().is_some_and(|r| r.try_reserve(n)),
         }
     }
 
@@ -294,9 +392,22 @@ impl Pipeline {
     ) {
         let mut groups: Vec<Vec<(Lsn, RecordLoc, Event)>> =
             (0..self.shards.len()).map(|_| Vec::new()).collect();
+        let mut routing = Vec::new();
         for (lsn, loc, ev) in items {
+            if let Event::Routing(r) = &ev {
+                routing.push((lsn, r.command.clone()));
+                if r.conv_route.is_none() {
+                    continue;
+                }
+            }
             let shard = self.shard_of(ev.route());
             groups[shard].push((lsn, loc, ev));
+        }
+        if !routing.is_empty() {
+            match self.routing.get() {
+                Some(r) => r.apply(routing, done.clone()),
+                None => done.part_done(Some("no routing component".into())),
+            }
         }
         for (shard, items) in groups.into_iter().enumerate() {
             if items.is_empty() {

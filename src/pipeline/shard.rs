@@ -90,6 +90,36 @@ pub(crate) struct Shared {
     pub store: Arc<Store>,
     pub directory: Arc<Directory>,
     pub numbers: Arc<Numbers>,
+    /// Where shards announce conversations they open (routing); set once.
+    pub opened: std::sync::OnceLock<tokio::sync::mpsc::Sender<super::OpenNotice>>,
+    /// Filed messages, for event-stream subscribers (a send without
+    /// subscribers costs nothing).
+    pub messages: tokio::sync::broadcast::Sender<Arc<super::MessageNotice>>,
+}
+
+impl Shared {
+    fn publish(&self, notice: impl FnOnce() -> super::MessageNotice) {
+        if self.messages.receiver_count() > 0 {
+            let _ = self.messages.send(Arc::new(notice()));
+        }
+    }
+
+    /// Tell routing a conversation opened. Never blocks a shard: a full
+    /// channel drops the notice (counted); routing's reconciliation finds the
+    /// conversation later.
+    fn announce(&self, conv: u64, number_id: &str, customer_id: &str, route: u32) {
+        if let Some(tx) = self.opened.get() {
+            let notice = super::OpenNotice {
+                conv,
+                number_id: number_id.to_string(),
+                customer_id: customer_id.to_string(),
+                route,
+            };
+            if tx.try_send(notice).is_err() {
+                metrics::counter!(names::ROUTING_NOTICES_DROPPED).increment(1);
+            }
+        }
+    }
 }
 
 impl Shard {
@@ -283,6 +313,17 @@ pub(crate) fn apply_event(
         Event::Outbound(o) => apply_outbound(sh, state, lsn, loc, o),
         Event::SendOutcome(o) => apply_outcome(sh, state, lsn, o),
         Event::Alert(a) => apply_alert(sh, lsn, loc, a),
+        Event::Routing(r) => {
+            // Only resolve and reopen reach a shard (see `Pipeline::dispatch`).
+            match r.command {
+                crate::routing::Command::Resolve { conv, .. } => state.resolve(conv, lsn),
+                crate::routing::Command::Reopen { spec, .. } => {
+                    state.reopen(spec.id, lsn);
+                }
+                _ => {}
+            }
+            Ok(())
+        }
     }
 }
 
@@ -300,7 +341,7 @@ fn apply_outbound(
     let at = o.created_at_ms.div_euclid(1000);
     sh.directory.observe(lsn, &o.customer, at, None);
     let conv = state.conversation_of(lsn, &o.number_id, &o.customer.home);
-    state.file(
+    let opened = state.file(
         conv,
         lsn,
         &Filing {
@@ -311,6 +352,19 @@ fn apply_outbound(
             from_customer: false,
         },
     );
+    if opened {
+        sh.announce(conv, &o.number_id, &o.customer.home, o.route);
+    }
+    sh.publish(|| super::MessageNotice {
+        lsn,
+        conv,
+        number_id: o.number_id.clone(),
+        customer_id: o.customer.home.clone(),
+        direction: "out",
+        id: format!("o{lsn}"),
+        kind: o.kind.clone(),
+        submitted_by: Some(o.submitted_by.clone()),
+    });
     sh.store.put_timeline(conv, at, lsn, loc)?;
     let entry = OutboxEntry {
         conv_id: conv,
@@ -441,7 +495,19 @@ fn apply_message(
     if let Some(change) = &m.system {
         sh.directory.apply_system(&m.customer.home, change);
     }
-    state.file_message(conv, lsn, &m);
+    if state.file_message(conv, lsn, &m) {
+        sh.announce(conv, &m.number_id, &m.customer.home, m.route);
+    }
+    sh.publish(|| super::MessageNotice {
+        lsn,
+        conv,
+        number_id: m.number_id.clone(),
+        customer_id: m.customer.home.clone(),
+        direction: m.direction.as_str(),
+        id: m.wamid.clone(),
+        kind: m.kind.clone(),
+        submitted_by: None,
+    });
     let counters = state.counters_mut(&m.number_id);
     match m.direction {
         Direction::In => {

@@ -120,7 +120,7 @@ impl ShardState {
 
     /// File a message in conversation `id` (from [`Self::conversation_for`]),
     /// opening it if it does not exist yet.
-    pub fn file_message(&mut self, id: u64, lsn: Lsn, ev: &MessageEvent) {
+    pub fn file_message(&mut self, id: u64, lsn: Lsn, ev: &MessageEvent) -> bool {
         self.file(
             id,
             lsn,
@@ -131,14 +131,15 @@ impl ShardState {
                 timestamp: ev.timestamp,
                 from_customer: ev.direction == Direction::In && ev.kind != "system",
             },
-        );
+        )
     }
 
     /// File a message described by `f` in conversation `id`, opening it if
-    /// needed.
-    pub fn file(&mut self, id: u64, lsn: Lsn, f: &Filing<'_>) {
+    /// needed. True when this opened the conversation.
+    pub fn file(&mut self, id: u64, lsn: Lsn, f: &Filing<'_>) -> bool {
         let home = f.customer_id;
-        if !self.convs.contains_key(&id) {
+        let opened = !self.convs.contains_key(&id);
+        if opened {
             let rec = ConversationRecord {
                 id,
                 number_id: f.number_id.to_string(),
@@ -187,6 +188,62 @@ impl ShardState {
             }
             self.dirty.insert(id);
         }
+        opened
+    }
+
+    /// Routing resolved conversation `id` (journal record `lsn`): the next
+    /// message of its customer on its number opens a new conversation.
+    /// Guarded by `last_lsn`, so replay changes nothing twice.
+    pub fn resolve(&mut self, id: u64, lsn: Lsn) {
+        let Some(conv) = self.convs.get_mut(&id) else {
+            return;
+        };
+        if lsn <= conv.last_lsn || conv.status == ConversationStatus::Resolved {
+            return;
+        }
+        conv.status = ConversationStatus::Resolved;
+        conv.assignee = None;
+        conv.last_lsn = lsn;
+        if let Some(m) = self.open.get_mut(&conv.number_id) {
+            if m.get(&conv.customer_id) == Some(&id) {
+                m.remove(&conv.customer_id);
+            }
+        }
+        self.dirty.insert(id);
+    }
+
+    /// Routing reopened conversation `id`. Refused (false) while its customer
+    /// has another open conversation on the same number.
+    pub fn reopen(&mut self, id: u64, lsn: Lsn) -> bool {
+        let Some(conv) = self.convs.get_mut(&id) else {
+            return false;
+        };
+        if conv.status.is_open() {
+            return true;
+        }
+        if lsn <= conv.last_lsn {
+            return false;
+        }
+        let slot = self.open.entry(conv.number_id.clone()).or_default();
+        if slot.contains_key(&conv.customer_id) {
+            return false;
+        }
+        slot.insert(conv.customer_id.clone(), id);
+        conv.status = ConversationStatus::Unassigned;
+        conv.last_lsn = lsn;
+        self.dirty.insert(id);
+        true
+    }
+
+    /// Open conversations of this shard: (id, number, customer).
+    pub fn open_conversations(&self) -> Vec<(u64, String, String)> {
+        let mut v: Vec<(u64, String, String)> = self
+            .open
+            .iter()
+            .flat_map(|(n, m)| m.iter().map(move |(c, id)| (*id, n.clone(), c.clone())))
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// Up to `limit` conversations matching `filter`, newest activity first,

@@ -873,7 +873,8 @@ fn webhook_event_view(lsn: u64, ev: Event) -> Option<WebhookEventView> {
         | Event::Status(_)
         | Event::Outbound(_)
         | Event::SendOutcome(_)
-        | Event::Alert(_) => return None,
+        | Event::Alert(_)
+        | Event::Routing(_) => return None,
     })
 }
 

@@ -16,6 +16,7 @@ mod metrics;
 mod notify;
 mod outbound;
 mod reload;
+mod routing;
 mod signature;
 mod statuses;
 mod torn_journal;

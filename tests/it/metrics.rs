@@ -75,6 +75,14 @@ const ONLY_UNDER_FAULTS: &[(&str, &str)] = &[
         "a restart while a Graph API send was in flight",
     ),
     (
+        "switchboard_routing_notices_dropped_total",
+        "a shard's notice channel to routing full",
+    ),
+    (
+        "switchboard_sse_dropped_total",
+        "an event-stream client falling behind",
+    ),
+    (
         "switchboard_filter_reloads_total",
         "a change of the sensitive-word list while the daemon runs",
     ),
@@ -404,6 +412,78 @@ async fn exercise(d: &Daemon) {
     );
 }
 
+/// A team and two agents; a new conversation is assigned, then transferred,
+/// while a client holds the event stream open.
+async fn exercise_routing(d: &Daemon) {
+    let admin = |path: &'static str, body: Value| async move {
+        let (status, v) = d.api_post(path, &body).await;
+        assert!(status.is_success(), "{path}: {status} {v}");
+        v
+    };
+    let number = MANAGED[0].0;
+    let mut stream = d.tls_stream().await;
+    stream
+        .write_all(
+            format!(
+                "GET /api/v1/events HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+        .await
+        .expect("the event stream answers")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    admin(
+        "/api/v1/teams",
+        json!({"id": "support", "name": "Support", "numbers": [number],
+               "policy": {"steps": [{"target": {"team": "support"}, "strategy": "least_loaded"}]}}),
+    )
+    .await;
+    for a in ["m1", "m2"] {
+        admin(
+            "/api/v1/agents",
+            json!({"id": a, "name": a, "teams": ["support"], "max_concurrent": 1, "status": "online"}),
+        )
+        .await;
+    }
+    d.post_ok(&text_body(
+        number,
+        "840777",
+        "wamid.metrics.routing.1",
+        1_760_000_000,
+        "hi",
+    ))
+    .await;
+    let conv = eventually("the conversation", Duration::from_secs(20), || async {
+        let v = d.get_ok("/api/v1/conversations?limit=500").await;
+        v["items"].as_array().unwrap().iter().find_map(|c| {
+            (c["customer"]["id"] == "840777").then(|| c["id"].as_str().unwrap().to_string())
+        })
+    })
+    .await;
+    let assignee = eventually("the assignment", Duration::from_secs(20), || async {
+        let (_, v) = d
+            .get(&format!("/api/v1/conversations/{conv}/routing"))
+            .await;
+        v["conversation"]["assignee"].as_str().map(str::to_string)
+    })
+    .await;
+    let conv = (conv, assignee);
+    let other = if conv.1 == "m1" { "m2" } else { "m1" };
+    let (status, v) = d
+        .api_post(
+            &format!("/api/v1/conversations/{}/transfer", conv.0),
+            &json!({ "agent": other }),
+        )
+        .await;
+    assert!(status.is_success(), "transfer: {status} {v}");
+    drop(stream);
+}
+
 #[tokio::test]
 async fn every_rendered_metric_is_declared_and_every_declared_one_is_rendered() {
     let sim = simulator().await;
@@ -419,6 +499,7 @@ async fn every_rendered_metric_is_declared_and_every_declared_one_is_rendered() 
     let start_checkpoints = sample_sum(&d, "switchboard_checkpoint_seconds_count").await;
     exercise(&d).await;
     exercise_outbound(&d, &sim).await;
+    exercise_routing(&d).await;
     eventually(
         "a timed checkpoint after the posts",
         Duration::from_secs(20),
