@@ -30,22 +30,22 @@ use tokio::sync::watch;
 
 use crate::auth::AdminAuth;
 use crate::config::Resolved;
-use crate::http::app::{App, Core, WebhookSettings};
+use crate::http::app::{App, Core};
 use crate::http::metrics_server::{serve_metrics, Probes};
 use crate::http::server::{serve, Limits};
 use crate::http::tls::{load_or_generate, TlsSource};
 use crate::journal::{Journal, JournalConfig, JournalHandle, JournalReader};
 use crate::outbound::dispatcher::Dispatcher;
 use crate::outbound::graph::GraphClient;
-use crate::outbound::{NoTerms, Outbound, TermCheck};
+use crate::outbound::{Outbound, TermCheck};
 use crate::pipeline::checkpoint::{self, Checkpointer};
 use crate::pipeline::ingest::{self, Ingest, IngestCtx, ShardSink};
 use crate::pipeline::liveness::{Heartbeat, Prober};
 use crate::pipeline::numbers::{NumberInfo, Numbers};
 use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::reload::{self, ReloadStatus, Terms};
 use crate::store::Store;
 use crate::telemetry::names;
-use crate::whatsapp::AppKeys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -79,6 +79,8 @@ pub enum DaemonError {
     Outbound(String),
     #[error("signal handling: {0}")]
     Signal(std::io::Error),
+    #[error("sensitive-word list: {0}")]
+    Filter(#[from] crate::outbound::filter::FilterError),
     #[error("starting the {0} thread: {1}")]
     Thread(&'static str, std::io::Error),
 }
@@ -168,8 +170,8 @@ impl Watchdog {
     }
 }
 
-fn numbers_from(resolved: &Resolved, store: &Store) -> Result<Numbers, DaemonError> {
-    let infos = resolved
+fn number_infos(resolved: &Resolved) -> Vec<NumberInfo> {
+    resolved
         .config
         .numbers
         .iter()
@@ -180,8 +182,22 @@ fn numbers_from(resolved: &Resolved, store: &Store) -> Result<Numbers, DaemonErr
             name: n.name.clone(),
             waba_id: n.waba_id.clone(),
         })
-        .collect();
-    Ok(Numbers::new(infos, store.load_numbers()?))
+        .collect()
+}
+
+fn numbers_from(resolved: &Resolved, store: &Store) -> Result<Numbers, DaemonError> {
+    Ok(Numbers::new(number_infos(resolved), store.load_numbers()?))
+}
+
+/// Config and secrets of the numbers that send, for the dispatcher.
+fn sending_numbers(
+    resolved: &Resolved,
+) -> Vec<(crate::config::NumberConfig, Option<crate::config::Secret>)> {
+    resolved
+        .numbers
+        .iter()
+        .map(|n| (n.config.clone(), n.access_token.clone()))
+        .collect()
 }
 
 /// Open storage, replay, and start the writer and checkpointer. Blocking.
@@ -266,13 +282,17 @@ fn start_core(resolved: &Resolved, watchdog: Option<&Watchdog>) -> Result<Spine,
 impl Spine {
     /// Starts the outbound dispatchers on this core and returns what the
     /// handlers serve from.
-    fn serve(&mut self, resolved: &Resolved) -> Result<Core, DaemonError> {
+    fn serve(
+        &mut self,
+        resolved: &Resolved,
+        terms: Arc<dyn TermCheck>,
+    ) -> Result<Core, DaemonError> {
         let ingest = Ingest::new(
             self.pipeline.clone(),
             self.journal.appender(),
             resolved.config.server.ingest_timeout,
         );
-        let outbound = start_outbound(resolved, self, ingest.clone())?;
+        let outbound = start_outbound(resolved, self, ingest.clone(), terms)?;
         self.outbound = Some(outbound.clone());
         Ok(Core { ingest, outbound })
     }
@@ -344,11 +364,14 @@ fn write_pid_file(data_dir: &Path) -> Option<PathBuf> {
     }
 }
 
-/// SIGTERM and SIGINT, caught from the first moment of `run` (a signal
-/// that arrived before the handlers existed would kill the process outright).
+/// SIGTERM and SIGINT (stop) and SIGHUP (reload the config), caught from
+/// the first moment of `run` (a signal that arrived before the handlers
+/// existed would kill the process outright). A SIGHUP during start-up is
+/// kept and served once the daemon is ready.
 struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -357,6 +380,7 @@ impl StopSignals {
         Ok(StopSignals {
             term: signal(SignalKind::terminate()).map_err(DaemonError::Signal)?,
             int: signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?,
+            hup: signal(SignalKind::hangup()).map_err(DaemonError::Signal)?,
         })
     }
 
@@ -364,6 +388,15 @@ impl StopSignals {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+        }
+    }
+
+    /// The next stop (its name) or reload (`None`) request.
+    async fn next(&mut self) -> Option<&'static str> {
+        tokio::select! {
+            _ = self.term.recv() => Some("SIGTERM"),
+            _ = self.int.recv() => Some("SIGINT"),
+            _ = self.hup.recv() => None,
         }
     }
 }
@@ -374,6 +407,7 @@ fn start_outbound(
     resolved: &Resolved,
     core: &Spine,
     ingest: Ingest,
+    terms: Arc<dyn TermCheck>,
 ) -> Result<Arc<Outbound>, DaemonError> {
     let w = &resolved.config.whatsapp;
     let graph = GraphClient::new(
@@ -383,13 +417,8 @@ fn start_outbound(
         w.ca_file.as_deref(),
     )
     .map_err(|e| DaemonError::Outbound(e.to_string()))?;
-    let numbers: Vec<_> = resolved
-        .numbers
-        .iter()
-        .map(|n| (n.config.clone(), n.access_token.clone()))
-        .collect();
     let dispatcher = Dispatcher::new(
-        &numbers,
+        &sending_numbers(resolved),
         core.pipeline.numbers().clone(),
         ingest.clone(),
         core.pipeline.journal_reader().clone(),
@@ -397,7 +426,6 @@ fn start_outbound(
         resolved.config.outbound.clone(),
     );
     dispatcher.start(core.pipeline.store().all_pending()?);
-    let terms: Arc<dyn TermCheck> = Arc::new(NoTerms);
     Ok(Arc::new(Outbound::new(ingest, dispatcher, terms)))
 }
 
@@ -411,6 +439,11 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
         source,
     })?;
     let metrics = crate::telemetry::install_metrics()?;
+    // The sensitive-word list (empty without a file), watched for edits.
+    let terms = Arc::new(Terms::start(
+        cfg.outbound.filter_file.clone(),
+        cfg.outbound.filter_reload_interval,
+    )?);
 
     let listener = bind(cfg.server.listen).await?;
     let https_addr = listener.local_addr().map_err(|source| DaemonError::Bind {
@@ -435,26 +468,8 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
         // Printed once; only its hash is kept.
         println!("switchboard: admin API token (shown only this once): {token}");
     }
-    let keys = AppKeys::new(
-        &resolved
-            .apps
-            .iter()
-            .map(|a| (a.name.clone(), a.secret.expose().to_vec()))
-            .collect::<Vec<_>>(),
-    );
-    let app = Arc::new(App::new(
-        auth,
-        WebhookSettings {
-            keys,
-            verify_tokens: resolved
-                .apps
-                .iter()
-                .map(|a| a.verify_token.clone())
-                .collect(),
-            max_body_bytes: cfg.server.max_body_bytes,
-            body_read_timeout: cfg.server.body_read_timeout,
-        },
-    ));
+    let app = Arc::new(App::new(auth, reload::webhook_settings(&resolved)));
+    reload::init_metrics();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = Limits {
@@ -467,9 +482,10 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
         shutdown_timeout: cfg.server.shutdown_timeout,
     };
     let service_app = app.clone();
+    let tls_source = Arc::new(TlsSource::new(tls.server_config.clone()));
     let server = tokio::spawn(serve(
         listener,
-        Arc::new(TlsSource::new(tls.server_config.clone())),
+        tls_source.clone(),
         limits,
         move |req, conn| service_app.clone().handle(req, conn),
         wait_for(stop_rx.clone()),
@@ -494,6 +510,7 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
         })
     );
     let pid_file = write_pid_file(&data_dir);
+    ReloadStatus::new(0, resolved.source.as_deref()).write(&data_dir);
 
     let watchdog = Watchdog::from_env();
     let pinger = match &watchdog {
@@ -529,7 +546,7 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
     let mut core = core;
     let served = match stop {
         Some(_) => None,
-        None => Some(core.serve(&resolved)),
+        None => Some(core.serve(&resolved, terms.clone())),
     };
     let mut state = CoreState::Running(core);
     let sig = match (stop, served) {
@@ -546,7 +563,14 @@ pub async fn run(resolved: Resolved) -> Result<(), DaemonError> {
             }
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             tracing::info!(%https_addr, metrics = ?metrics_addr, "ready");
-            supervise(&app, &resolved, watchdog.as_ref(), &mut state, &mut signals).await
+            let mut live = Live {
+                app: app.clone(),
+                tls: tls_source,
+                terms,
+                current: resolved.clone(),
+                generation: 0,
+            };
+            supervise(&mut live, watchdog.as_ref(), &mut state, &mut signals).await
         }
     };
     tracing::info!(signal = sig, "shutting down");
@@ -607,23 +631,43 @@ impl CoreState {
     }
 }
 
+/// What a config reload changes, and the config in force.
+struct Live {
+    app: Arc<App>,
+    tls: Arc<TlsSource>,
+    terms: Arc<Terms>,
+    /// The config in force (restart-only keys as at start); a store reopen
+    /// starts from it too.
+    current: Resolved,
+    /// Reloads asked for since start.
+    generation: u64,
+}
+
 /// Serve until a stop signal, reopening the store in place after a write
-/// failure (see the module docs, step 3). Returns the signal's name.
+/// failure (see the module docs, step 3) and reloading the config on
+/// SIGHUP (see `reload`). Returns the signal's name.
 async fn supervise(
-    app: &Arc<App>,
-    resolved: &Resolved,
+    live: &mut Live,
     watchdog: Option<&Watchdog>,
     state: &mut CoreState,
     signals: &mut StopSignals,
 ) -> &'static str {
+    let app = &live.app.clone();
     let mut tick = tokio::time::interval(STORE_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiting_logged = false;
     loop {
         tokio::select! {
-            sig = signals.recv() => return sig,
+            sig = signals.next() => match sig {
+                Some(sig) => return sig,
+                None => {
+                    reload_config(live, state).await;
+                    continue;
+                }
+            },
             _ = tick.tick() => {}
         }
+        let resolved = &live.current.clone();
         let failed = matches!(state, CoreState::Running(core) if !core.pipeline.store().healthy());
         if failed {
             let dir = match state {
@@ -676,7 +720,7 @@ async fn supervise(
             .map_err(|e| DaemonError::Join(e.to_string()))
             .and_then(|started| started);
         match attempt {
-            Ok(mut core) => match core.serve(resolved) {
+            Ok(mut core) => match core.serve(resolved, live.terms.clone()) {
                 Ok(served) => {
                     metrics::counter!(names::STORE_REOPENS, "outcome" => "ok").increment(1);
                     app.set_ready(served);
@@ -714,4 +758,107 @@ fn space_probe(dir: &Path) -> std::io::Result<()> {
     })();
     let _ = std::fs::remove_file(&path);
     result
+}
+
+/// SIGHUP: read the config file again and, if all of it is good, put the
+/// reloadable parts in force (see [`crate::reload`]). Logs, counts and
+/// writes the outcome for `switchboard reload`.
+async fn reload_config(live: &mut Live, state: &CoreState) {
+    live.generation += 1;
+    let data_dir = live.current.config.storage.data_dir.clone();
+    let mut status = ReloadStatus::new(live.generation, live.current.source.as_deref());
+    let current = live.current.clone();
+    let filter_path = live.terms.path();
+    tracing::info!(config = ?current.source, "SIGHUP: reloading the config");
+    let prepared =
+        tokio::task::spawn_blocking(move || reload::prepare(&current, filter_path.as_deref()))
+            .await
+            .unwrap_or_else(|e| Err(reload::ReloadError::Task(e.to_string())));
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            for line in e.lines() {
+                tracing::error!(problem = %line, "config reload rejected; the config in force stays");
+            }
+            reload::count(false);
+            status.ok = false;
+            status.errors = e.lines();
+            status.write(&data_dir);
+            return;
+        }
+    };
+    let resolved = prepared.resolved;
+    let mut changes = Vec::new();
+    live.app.set_webhook(reload::webhook_settings(&resolved));
+    live.tls.replace(prepared.tls);
+    if let Err(e) = live.terms.apply(prepared.filter) {
+        // The file changed again since it was checked; the list in force stays.
+        tracing::warn!(error = %e, "sensitive-word list not replaced");
+        changes.push(format!("sensitive-word list kept: {e}"));
+    }
+    if let CoreState::Running(core) = state {
+        // What the store holds for numbers that are new here: read off the
+        // runtime (an outbox may hold many unsent messages).
+        let store = core.pipeline.store().clone();
+        let numbers = core.pipeline.numbers().clone();
+        let adds = resolved
+            .config
+            .numbers
+            .iter()
+            .any(|n| !numbers.is_managed(&n.phone_number_id));
+        let (persisted, pending) = tokio::task::spawn_blocking(move || {
+            if !adds {
+                return (Vec::new(), Vec::new());
+            }
+            let persisted = store.load_numbers().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading persisted number records; added numbers start from zero");
+                Vec::new()
+            });
+            let pending = store.all_pending().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading unsent messages of the added numbers; they are sent after a restart");
+                Vec::new()
+            });
+            (persisted, pending)
+        })
+        .await
+        .unwrap_or_default();
+        let numbers = numbers.reconfigure(number_infos(&resolved), persisted);
+        for (what, ids) in [
+            ("numbers added", &numbers.added),
+            ("numbers removed", &numbers.removed),
+            ("numbers changed", &numbers.changed),
+        ] {
+            if !ids.is_empty() {
+                changes.push(format!("{what}: {}", ids.join(", ")));
+            }
+        }
+        if let Some(outbound) = &core.outbound {
+            let lanes = outbound
+                .dispatcher()
+                .reconfigure(&sending_numbers(&resolved), || pending);
+            for (what, ids) in [
+                ("send limits changed", &lanes.limits),
+                ("access tokens changed", &lanes.tokens),
+            ] {
+                if !ids.is_empty() {
+                    changes.push(format!("{what}: {}", ids.join(", ")));
+                }
+            }
+        }
+    }
+    for key in &prepared.needs_restart {
+        tracing::warn!(key = %key, "config reload: this key changed and needs a restart; the value in force stays until then");
+    }
+    tracing::info!(
+        apps = resolved.apps.len(),
+        numbers = resolved.numbers.len(),
+        changes = ?changes,
+        needs_restart = ?prepared.needs_restart,
+        "config reloaded"
+    );
+    reload::count(true);
+    status.changes = changes;
+    status.needs_restart = prepared.needs_restart;
+    status.write(&data_dir);
+    live.current = resolved;
 }

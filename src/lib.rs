@@ -15,6 +15,7 @@ pub mod journal;
 pub mod outbound;
 pub mod pipeline;
 pub mod query;
+pub mod reload;
 pub mod routing;
 pub mod sim;
 pub mod store;

@@ -67,6 +67,16 @@ enum Command {
         /// Config file (TOML).
         file: PathBuf,
     },
+    /// Make the running daemon re-read its config file (as SIGHUP does) and print the outcome.
+    Reload {
+        /// The daemon's config file: only its storage.data_dir is read here, to find the
+        /// daemon's pid file (default: ./switchboard-data).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// How long to wait for the daemon to report the outcome.
+        #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +92,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Reload { config, timeout } => {
+            use switchboard::reload;
+            let outcome = reload::data_dir_of(config.as_deref())
+                .and_then(|dir| reload::request(&dir, timeout));
+            match outcome {
+                Ok(status) => {
+                    println!("{}", reload::describe(&status));
+                    if status.ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("switchboard reload: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Serve { config: path } => {
             tune_allocator();
             let resolved = match path {

@@ -99,6 +99,9 @@ pub mod names {
     pub const FILTER_TERMS: &str = "switchboard_filter_terms";
     pub const FILTER_RELOADS: &str = "switchboard_filter_reloads_total";
     pub const FILTER_BLOCKED: &str = "switchboard_filter_blocked_total";
+    // --- config reload ---
+    pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
+    pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "switchboard_config_last_reload_success";
 }
 
 use names::*;
@@ -178,6 +181,9 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: FILTER_TERMS, kind: G, unit: Unit::Count, labels: &[], help: "Distinct terms in the sensitive-word list in force." },
     MetricDef { name: FILTER_RELOADS, kind: C, unit: Unit::Count, labels: &["result"], help: "Reloads of the sensitive-word list, by result (ok, error; an error keeps the previous list)." },
     MetricDef { name: FILTER_BLOCKED, kind: C, unit: Unit::Count, labels: &[], help: "Outbound messages refused because they contain a sensitive term." },
+    // --- config reload ---
+    MetricDef { name: CONFIG_RELOADS, kind: C, unit: Unit::Count, labels: &["result"], help: "Config reloads (SIGHUP, switchboard reload), by result (ok, error; an error keeps the config in force)." },
+    MetricDef { name: CONFIG_LAST_RELOAD_SUCCESS, kind: G, unit: Unit::Count, labels: &[], help: "1 if the last config reload succeeded (or none was asked for since start), 0 if it was rejected." },
 ];
 
 /// Alert kind as a bounded label value.

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use switchboard::config::parse_duration;
 use switchboard::sim::client::HttpsClient;
 use switchboard::sim::load::{self, LoadConfig, NumberSpec, PayloadConfig};
+use switchboard::sim::outbound_load::{self, OutboundLoadConfig};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -63,6 +64,9 @@ enum Command {
         #[arg(long)]
         cert_dir: Option<PathBuf>,
     },
+    /// Start the daemon against an in-process Graph API simulator, queue a campaign backlog,
+    /// reply as agents while it drains, and report send rate and agent latency (JSON).
+    Outbound(OutboundArgs),
     /// Post the given files, signed, and print each status and response body.
     Fixture {
         #[command(flatten)]
@@ -114,6 +118,39 @@ struct RunArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct OutboundArgs {
+    /// The switchboard binary.
+    #[arg(long)]
+    daemon: PathBuf,
+    /// Config, data and log of the run (created).
+    #[arg(long)]
+    work_dir: PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    numbers: usize,
+    /// Ceiling per number, known to both sides.
+    #[arg(long, default_value_t = 80.0)]
+    per_second: f64,
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: u64,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Messages per batch request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    #[arg(long, default_value_t = 500)]
+    agent_customers: usize,
+    #[arg(long, default_value_t = 20.0)]
+    agent_rate: f64,
+    /// Agent replies start once this many campaign messages are queued.
+    #[arg(long, default_value_t = 100_000)]
+    agents_after: u64,
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    deadline: Duration,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -142,6 +179,25 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run(args).await,
         Command::Bare { listen, cert_dir } => bare(listen, cert_dir).await,
         Command::Fixture { target, files } => fixture(target, files).await,
+        Command::Outbound(a) => {
+            let report = outbound_load::run(OutboundLoadConfig {
+                daemon: a.daemon,
+                work_dir: a.work_dir,
+                numbers: a.numbers,
+                per_second: a.per_second,
+                backlog: a.backlog,
+                connections: a.connections,
+                batch: a.batch,
+                agent_customers: a.agent_customers,
+                agent_rate: a.agent_rate,
+                agents_after: a.agents_after,
+                shards: a.shards,
+                deadline: a.deadline,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

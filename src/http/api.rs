@@ -168,20 +168,75 @@ pub async fn send(core: &Core, conv: Option<&str>, body: &[u8], actor: &str) -> 
     };
     match result {
         Ok(queued) => json(StatusCode::ACCEPTED, &queued),
-        Err(r) => {
-            let status = match &r {
-                Refusal::UnknownNumber(_) => StatusCode::NOT_FOUND,
-                Refusal::Full(_) | Refusal::Ingest(_) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            let resp = error(status, r.code(), &r);
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                retry_after(resp, 1)
-            } else {
-                resp
-            }
-        }
+        Err(r) => refusal(&r),
     }
+}
+
+fn refusal_status(r: &Refusal) -> StatusCode {
+    match r {
+        Refusal::UnknownNumber(_) => StatusCode::NOT_FOUND,
+        Refusal::Full(_) | Refusal::Ingest(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+fn refusal(r: &Refusal) -> Response<Body> {
+    let status = refusal_status(r);
+    let resp = error(status, r.code(), r);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        retry_after(resp, 1)
+    } else {
+        resp
+    }
+}
+
+/// Most messages in one `POST /api/v1/messages/batch`.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    messages: Vec<SendRequest>,
+}
+
+/// `POST /api/v1/messages/batch`: up to [`MAX_BATCH`] messages checked one
+/// by one and journaled in one durable write. 202 with a result per message
+/// in order (`{"id","status"}` or `{"error":{..}}`); 503 when nothing could
+/// be queued.
+pub async fn send_batch(core: &Core, body: &[u8], actor: &str) -> Response<Body> {
+    let batch: BatchRequest = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_payload",
+                format!("body: {e}"),
+            )
+        }
+    };
+    if batch.messages.is_empty() || batch.messages.len() > MAX_BATCH {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_payload",
+            format!("messages: between 1 and {MAX_BATCH} are accepted"),
+        );
+    }
+    let results = match core
+        .outbound
+        .send_batch(batch.messages, actor, Priority::Campaign)
+        .await
+    {
+        Ok(results) => results,
+        Err(r) => return refusal(&r),
+    };
+    let items: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(q) => serde_json::json!({"id": q.id, "status": q.status}),
+            Err(r) => serde_json::json!({"error": {"code": r.code(), "message": r.to_string()}}),
+        })
+        .collect();
+    json(StatusCode::ACCEPTED, &serde_json::json!({ "items": items }))
 }
 
 pub fn webhook_events(p: &Pipeline, params: &Params) -> Response<Body> {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use parking_lot::RwLock;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -27,7 +28,8 @@ use crate::pipeline::ingest::Ingest;
 use crate::telemetry::names;
 use crate::whatsapp::AppKeys;
 
-/// What the webhook endpoint needs to authenticate deliveries.
+/// What the webhook endpoint needs to authenticate deliveries. Replaced whole
+/// on a config reload; a request uses the settings it started with.
 pub struct WebhookSettings {
     pub keys: AppKeys,
     pub verify_tokens: Vec<Secret>,
@@ -49,7 +51,7 @@ pub struct App {
     /// Start-up finished and no stop requested.
     ready: AtomicBool,
     pub(crate) auth: AdminAuth,
-    pub(crate) webhook: WebhookSettings,
+    webhook: ArcSwap<WebhookSettings>,
 }
 
 /// Every route, as the OpenAPI document names it (kept equal by a test).
@@ -64,6 +66,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/conversations/{id}/messages"),
     ("POST", "/api/v1/conversations/{id}/messages"),
     ("POST", "/api/v1/messages"),
+    ("POST", "/api/v1/messages/batch"),
     ("GET", "/api/v1/messages/{id}"),
     ("GET", "/api/v1/customers/{id}"),
     ("GET", "/api/v1/numbers"),
@@ -83,6 +86,7 @@ enum Route {
     ConversationMessages(String),
     ConversationSend(String),
     Send,
+    SendBatch,
     Message(String),
     Customer(String),
     Numbers,
@@ -106,6 +110,7 @@ impl Route {
             Route::ConversationMessages(_) => "conversation_messages",
             Route::ConversationSend(_) => "conversation_send",
             Route::Send => "send",
+            Route::SendBatch => "send_batch",
             Route::Message(_) => "message",
             Route::Customer(_) => "customer",
             Route::Numbers => "numbers",
@@ -163,6 +168,8 @@ fn route(method: &Method, path: &str) -> Route {
             Some(_) => Route::MethodNotAllowed("GET, HEAD, POST"),
         },
         ["api", "v1", "messages"] => post(Route::Send),
+        // Message ids are wamids or `o<n>`, never "batch".
+        ["api", "v1", "messages", "batch"] => post(Route::SendBatch),
         ["api", "v1", "messages", m] => get_id(m, Route::Message),
         ["api", "v1", "customers", c] => get_id(c, Route::Customer),
         ["api", "v1", "numbers"] => get(Route::Numbers),
@@ -183,8 +190,23 @@ impl App {
             core: RwLock::new(None),
             ready: AtomicBool::new(false),
             auth,
-            webhook,
+            webhook: ArcSwap::from_pointee(webhook),
         }
+    }
+
+    /// The webhook settings in force (keep them for the whole request).
+    pub fn webhook(&self) -> Arc<WebhookSettings> {
+        self.webhook.load_full()
+    }
+
+    /// A config reload: later requests authenticate with `settings`.
+    pub fn set_webhook(&self, settings: WebhookSettings) {
+        self.webhook.store(Arc::new(settings));
+    }
+
+    /// The outbound service of the running core, if any.
+    pub fn outbound(&self) -> Option<Arc<Outbound>> {
+        self.core.read().as_ref().map(|c| c.outbound.clone())
     }
 
     /// Start-up (or a reopen of the store) finished: webhooks and the API
@@ -313,7 +335,7 @@ impl App {
             Route::NumberResume(id) => api::resume(core.outbound.dispatcher(), &id),
             Route::Send | Route::ConversationSend(_) => {
                 let (_, body) =
-                    match read_body(req, API_MAX_BODY, self.webhook.body_read_timeout).await {
+                    match read_body(req, API_MAX_BODY, self.webhook().body_read_timeout).await {
                         Ok(read) => read,
                         Err(refused) => return refused.response,
                     };
@@ -323,6 +345,14 @@ impl App {
                 };
                 api::send(&core, conv, &body, "admin").await
             }
+            Route::SendBatch => {
+                let (_, body) =
+                    match read_body(req, BATCH_MAX_BODY, self.webhook().body_read_timeout).await {
+                        Ok(read) => read,
+                        Err(refused) => return refused.response,
+                    };
+                api::send_batch(&core, &body, "admin").await
+            }
             _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
         }
     }
@@ -330,6 +360,8 @@ impl App {
 
 /// API request bodies are small JSON objects.
 const API_MAX_BODY: usize = 256 * 1024;
+/// A batch holds up to [`api::MAX_BATCH`] messages.
+const BATCH_MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// The journal and the store both take writes.
 pub(crate) fn storage_writable(ingest: &Ingest) -> bool {

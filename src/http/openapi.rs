@@ -195,6 +195,17 @@ pub fn document() -> Value {
                 "post": send_op("Reply in a conversation (agent priority): to its customer through its number.", vec![path_id("Conversation id.")])
             },
             "/api/v1/messages": {"post": send_op("Send a message (automation priority unless `priority` says otherwise).", vec![])},
+            "/api/v1/messages/batch": {"post": {
+                "summary": "Queue up to 1,000 messages in one durable write (campaign priority unless a message's `priority` says otherwise). Each message is checked on its own; the answer holds one result per message, in order.",
+                "security": [{"bearer": []}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("BatchRequest")}}},
+                "responses": {
+                    "202": ok(schema_ref("BatchQueued"), "Per message: queued (`id`, `status`) or refused (`error`)."),
+                    "401": err("Missing or wrong bearer token."),
+                    "422": err("invalid_payload: not JSON, or not 1 to 1,000 messages."),
+                    "503": err("Nothing was queued (the journal is unavailable); retry (Retry-After).")
+                }
+            }},
             "/api/v1/numbers/{id}/resume": {"post": {
                 "summary": "Resume a number paused after its access token was refused.",
                 "security": [{"bearer": []}],
@@ -265,6 +276,8 @@ pub fn document() -> Value {
                     "detail": string(), "at": time()
                 })),
                 "Queued": object(json!({"id": string(), "status": {"type": "string", "const": "queued"}})),
+                "BatchRequest": object(json!({"messages": {"type": "array", "minItems": 1, "maxItems": 1000, "items": schema_ref("SendRequest")}})),
+                "BatchQueued": object(json!({"items": {"type": "array", "items": {"oneOf": [schema_ref("Queued"), schema_ref("Error")]}}})),
                 "SendRequest": {
                     "type": "object",
                     "properties": {

@@ -540,13 +540,16 @@ where
             result = conn.as_mut() => {
                 return match (result, phase) {
                     (Err(error), _) if error.is_timeout() => "header_timeout",
-                    (Err(error), _) => {
+                    // Once we asked the connection to close, a peer that then drops it
+                    // abruptly (no TLS close_notify after an HTTP/2 GOAWAY, as most
+                    // clients do) still went away because of us.
+                    (_, Phase::IdleClosing(_)) => "idle",
+                    (_, Phase::ShuttingDown) => "shutdown",
+                    (Err(error), Phase::Open) => {
                         debug!(%error, "connection error");
                         "error"
                     }
                     (Ok(()), Phase::Open) => "client",
-                    (Ok(()), Phase::IdleClosing(_)) => "idle",
-                    (Ok(()), Phase::ShuttingDown) => "shutdown",
                 };
             }
             () = stopped(stop), if phase != Phase::ShuttingDown => {

@@ -60,7 +60,7 @@ pub fn verify(app: &App, req: &Request<Incoming>) -> Response<Body> {
         );
     }
     // Compare against every token (no early exit): timing says nothing.
-    let matched = app.webhook.verify_tokens.iter().fold(false, |acc, t| {
+    let matched = app.webhook().verify_tokens.iter().fold(false, |acc, t| {
         whatsapp::verify_token_matches(&String::from_utf8_lossy(t.expose()), token) | acc
     });
     if matched {
@@ -108,18 +108,15 @@ pub async fn receive(app: &App, req: Request<Incoming>) -> Response<Body> {
         );
         return counted("POST", "storage_unavailable", retry_after(resp, 5));
     }
-    let (parts, body) = match read_body(
-        req,
-        app.webhook.max_body_bytes,
-        app.webhook.body_read_timeout,
-    )
-    .await
-    {
-        Ok(read) => read,
-        Err(refused) => return counted("POST", refused.outcome, refused.response),
-    };
+    // One set of settings for the whole request, even if a reload swaps them.
+    let settings = app.webhook();
+    let (parts, body) =
+        match read_body(req, settings.max_body_bytes, settings.body_read_timeout).await {
+            Ok(read) => read,
+            Err(refused) => return counted("POST", refused.outcome, refused.response),
+        };
     let signature = parts.headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes());
-    if let Err(e) = whatsapp::verify(&app.webhook.keys, signature, &body) {
+    if let Err(e) = whatsapp::verify(&settings.keys, signature, &body) {
         let (code, outcome, message) = match e {
             SignatureError::Missing => (
                 "missing_signature",

@@ -125,9 +125,48 @@ impl LaneState {
 
 struct Lane {
     number_id: String,
-    token: Option<Secret>,
+    /// Replaced by a config reload; a send uses the token it read.
+    token: Mutex<Option<Secret>>,
     state: Mutex<LaneState>,
     notify: Notify,
+    /// The number was removed by a config reload: the lane's task stops
+    /// (sends in flight finish and record their outcome).
+    retired: AtomicBool,
+}
+
+impl Lane {
+    fn new(n: &NumberConfig, token: Option<Secret>, cfg: &OutboundConfig, now: Instant) -> Lane {
+        Lane {
+            number_id: n.phone_number_id.clone(),
+            token: Mutex::new(token),
+            state: Mutex::new(LaneState {
+                queues: Default::default(),
+                waiting: Vec::new(),
+                limiter: Limiter::new(limiter_config(n, cfg), now),
+                pairs: PairLimiter::new(cfg.pair_interval, cfg.pair_burst),
+                paused: false,
+                in_flight: 0,
+                quality_seen: None,
+            }),
+            notify: Notify::new(),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    fn queue(&self, item: Item) {
+        self.state.lock().queues[item.priority.index()].push_back(item);
+    }
+}
+
+/// What a [`Dispatcher::reconfigure`] changed, by phone_number_id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LaneChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// New send ceilings or pacing settings.
+    pub limits: Vec<String>,
+    /// A new (or no longer an) access token.
+    pub tokens: Vec<String>,
 }
 
 struct Shared {
@@ -141,7 +180,8 @@ struct Shared {
 }
 
 pub struct Dispatcher {
-    lanes: HashMap<String, Arc<Lane>>,
+    /// One lane per managed number; a config reload adds and removes lanes.
+    lanes: parking_lot::RwLock<HashMap<String, Arc<Lane>>>,
     shared: Arc<Shared>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -170,21 +210,7 @@ impl Dispatcher {
         let lanes = numbers_cfg
             .iter()
             .map(|(n, token)| {
-                let state = LaneState {
-                    queues: Default::default(),
-                    waiting: Vec::new(),
-                    limiter: Limiter::new(limiter_config(n, &cfg), now),
-                    pairs: PairLimiter::new(cfg.pair_interval, cfg.pair_burst),
-                    paused: false,
-                    in_flight: 0,
-                    quality_seen: None,
-                };
-                let lane = Lane {
-                    number_id: n.phone_number_id.clone(),
-                    token: token.clone(),
-                    state: Mutex::new(state),
-                    notify: Notify::new(),
-                };
+                let lane = Lane::new(n, token.clone(), &cfg, now);
                 (n.phone_number_id.clone(), Arc::new(lane))
             })
             .collect();
@@ -198,7 +224,7 @@ impl Dispatcher {
             in_flight: AtomicUsize::new(0),
         };
         Arc::new(Dispatcher {
-            lanes,
+            lanes: parking_lot::RwLock::new(lanes),
             shared: Arc::new(shared),
             tasks: Mutex::new(Vec::new()),
         })
@@ -206,23 +232,8 @@ impl Dispatcher {
 
     /// Load what a previous run left unsent, and start one task per number.
     pub fn start(self: &Arc<Self>, pending: Vec<(Lsn, crate::store::records::PendingMark)>) {
-        let mut uncertain = 0u64;
-        for (lsn, mark) in pending {
-            uncertain += u64::from(mark.started > 0);
-            let item = Item {
-                lsn,
-                loc: mark.loc.into(),
-                recipient: mark.recipient,
-                priority: mark.priority,
-                created_at_ms: mark.created_at_ms,
-                attempt: mark.started,
-            };
-            if let Some(lane) = self.lanes.get(&mark.number_id) {
-                lane.state.lock().queues[item.priority.index()].push_back(item);
-            } else {
-                tracing::warn!(number = %mark.number_id, lsn, "an unsent message's number is no longer configured; it stays queued");
-            }
-        }
+        let lanes = self.lanes.read();
+        let uncertain = load_pending(&lanes, pending, true);
         if uncertain > 0 {
             tracing::warn!(
                 uncertain,
@@ -231,18 +242,89 @@ impl Dispatcher {
             metrics::counter!(names::OUTBOUND_UNCERTAIN_RESENDS).increment(uncertain);
         }
         let mut tasks = self.tasks.lock();
-        for lane in self.lanes.values() {
+        for lane in lanes.values() {
             tasks.push(tokio::spawn(run_lane(lane.clone(), self.shared.clone())));
         }
+    }
+
+    /// A config reload: `numbers_cfg` become the numbers that send. A new
+    /// number gets a lane (with its unsent messages from `pending`, read
+    /// only when a number was added) and a task; a removed number's task
+    /// stops after its sends in flight (its unsent messages stay durable and
+    /// are sent if the number comes back); a kept number takes its new
+    /// token and limits at once, keeping its queue, its current rate (below
+    /// the new ceiling) and its pair limits. Call from the runtime.
+    pub fn reconfigure(
+        &self,
+        numbers_cfg: &[(NumberConfig, Option<Secret>)],
+        pending: impl FnOnce() -> Vec<(Lsn, crate::store::records::PendingMark)>,
+    ) -> LaneChanges {
+        let mut changes = LaneChanges::default();
+        let now = Instant::now();
+        let mut lanes = self.lanes.write();
+        let mut added = HashMap::new();
+        for (n, token) in numbers_cfg {
+            let id = &n.phone_number_id;
+            match lanes.get(id) {
+                Some(lane) => {
+                    let mut current = lane.token.lock();
+                    if *current != *token {
+                        *current = token.clone();
+                        changes.tokens.push(id.clone());
+                    }
+                    drop(current);
+                    if lane
+                        .state
+                        .lock()
+                        .limiter
+                        .reconfigure(limiter_config(n, &self.shared.cfg))
+                    {
+                        changes.limits.push(id.clone());
+                    }
+                    lane.notify.notify_one();
+                }
+                None => {
+                    let lane = Arc::new(Lane::new(n, token.clone(), &self.shared.cfg, now));
+                    added.insert(id.clone(), lane);
+                }
+            }
+        }
+        let keep: std::collections::HashSet<&str> = numbers_cfg
+            .iter()
+            .map(|(n, _)| n.phone_number_id.as_str())
+            .collect();
+        lanes.retain(|id, lane| {
+            if keep.contains(id.as_str()) {
+                return true;
+            }
+            lane.retired.store(true, Ordering::Release);
+            lane.notify.notify_one();
+            changes.removed.push(id.clone());
+            false
+        });
+        if !added.is_empty() {
+            load_pending(&added, pending(), false);
+            let mut tasks = self.tasks.lock();
+            tasks.retain(|t| !t.is_finished());
+            for (id, lane) in added {
+                if !self.shared.stopping.load(Ordering::Acquire) {
+                    tasks.push(tokio::spawn(run_lane(lane.clone(), self.shared.clone())));
+                }
+                changes.added.push(id.clone());
+                lanes.insert(id, lane);
+            }
+        }
+        changes.added.sort();
+        changes.removed.sort();
+        changes
     }
 
     /// Refuse early what could not be queued (unknown number, no token, full).
     pub fn check(&self, number_id: &str) -> Result<(), DispatchError> {
         let lane = self
-            .lanes
-            .get(number_id)
+            .lane(number_id)
             .ok_or_else(|| DispatchError::UnknownNumber(number_id.into()))?;
-        if lane.token.is_none() {
+        if lane.token.lock().is_none() {
             return Err(DispatchError::NoToken(number_id.into()));
         }
         let queued = lane.state.lock().queued();
@@ -255,10 +337,9 @@ impl Dispatcher {
     /// Queue a durable outbound request.
     pub fn enqueue(&self, number_id: &str, item: Item) -> Result<(), DispatchError> {
         let lane = self
-            .lanes
-            .get(number_id)
+            .lane(number_id)
             .ok_or_else(|| DispatchError::UnknownNumber(number_id.into()))?;
-        lane.state.lock().queues[item.priority.index()].push_back(item);
+        lane.queue(item);
         lane.notify.notify_one();
         Ok(())
     }
@@ -266,8 +347,7 @@ impl Dispatcher {
     /// Unpause a number (its token was replaced or restored).
     pub fn resume(&self, number_id: &str) -> Result<bool, DispatchError> {
         let lane = self
-            .lanes
-            .get(number_id)
+            .lane(number_id)
             .ok_or_else(|| DispatchError::UnknownNumber(number_id.into()))?;
         let was = std::mem::replace(&mut lane.state.lock().paused, false);
         metrics::gauge!(names::NUMBER_PAUSED, "number" => lane.number_id.clone()).set(0.0);
@@ -276,7 +356,7 @@ impl Dispatcher {
     }
 
     pub fn view(&self, number_id: &str) -> Option<LaneView> {
-        let lane = self.lanes.get(number_id)?;
+        let lane = self.lane(number_id)?;
         let st = lane.state.lock();
         Some(LaneView {
             rate_per_second: round2(st.limiter.rate()),
@@ -291,7 +371,7 @@ impl Dispatcher {
     /// outcome (bounded by `deadline`), then stop the lane tasks.
     pub async fn shutdown(&self, deadline: Duration) {
         self.shared.stopping.store(true, Ordering::Release);
-        for lane in self.lanes.values() {
+        for lane in self.lanes.read().values() {
             lane.notify.notify_one();
         }
         let end = tokio::time::Instant::now() + deadline;
@@ -312,6 +392,41 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    fn lane(&self, number_id: &str) -> Option<Arc<Lane>> {
+        self.lanes.read().get(number_id).cloned()
+    }
+}
+
+/// Queue unsent messages from the store into their lanes; returns how many
+/// had started a send before. `warn_unknown`: say so for messages of numbers
+/// without a lane (false when `lanes` are only the numbers a reload added).
+fn load_pending(
+    lanes: &HashMap<String, Arc<Lane>>,
+    pending: Vec<(Lsn, crate::store::records::PendingMark)>,
+    warn_unknown: bool,
+) -> u64 {
+    let mut uncertain = 0u64;
+    for (lsn, mark) in pending {
+        let Some(lane) = lanes.get(&mark.number_id) else {
+            if warn_unknown {
+                tracing::warn!(number = %mark.number_id, lsn, "an unsent message's number is no longer configured; it stays queued");
+            }
+            continue;
+        };
+        uncertain += u64::from(mark.started > 0);
+        lane.queue(Item {
+            lsn,
+            loc: mark.loc.into(),
+            recipient: mark.recipient,
+            priority: mark.priority,
+            created_at_ms: mark.created_at_ms,
+            attempt: mark.started,
+        });
+    }
+    uncertain
+}
+
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
@@ -325,7 +440,7 @@ async fn run_lane(lane: Arc<Lane>, sh: Arc<Shared>) {
     let label = lane.number_id.clone();
     let mut last_gauges = Instant::now() - Duration::from_secs(10);
     loop {
-        if sh.stopping.load(Ordering::Acquire) {
+        if sh.stopping.load(Ordering::Acquire) || lane.retired.load(Ordering::Acquire) {
             return;
         }
         let now = Instant::now();
@@ -480,7 +595,8 @@ async fn attempt(lane: &Lane, sh: &Shared, item: &mut Item) -> Option<Instant> {
         item.attempt -= 1;
         return Some(Instant::now() + Duration::from_millis(500));
     }
-    let token = lane.token.as_ref().map(|t| t.expose()).unwrap_or_default();
+    let token = lane.token.lock().clone();
+    let token = token.as_ref().map(|t| t.expose()).unwrap_or_default();
     let verdict = sh
         .graph
         .send(&lane.number_id, token, Bytes::from(req.body))

@@ -69,6 +69,29 @@ impl Limiter {
         }
     }
 
+    /// A config reload: new ceilings and settings. The learned state stays
+    /// (current rate, hold, quality factor, the send windows), the rate is
+    /// cut to a lower ceiling at once and grows towards a higher one as
+    /// usual; an upgraded number (THROUGHPUT_UPGRADE) takes the new upgraded
+    /// ceiling. Returns whether anything changed.
+    pub fn reconfigure(&mut self, cfg: LimiterConfig) -> bool {
+        if cfg == self.cfg {
+            return false;
+        }
+        let upgraded = self.base > self.cfg.max_per_second;
+        self.base = if upgraded {
+            cfg.upgraded_per_second.max(cfg.max_per_second)
+        } else {
+            cfg.max_per_second
+        };
+        self.cfg = cfg;
+        if self.cfg.max_per_minute.is_none() {
+            self.recent_minute.clear();
+        }
+        self.rate = self.rate.min(self.ceiling()).max(MIN_RATE);
+        true
+    }
+
     /// Current ceiling, messages per second.
     pub fn ceiling(&self) -> f64 {
         (self.base * self.quality).max(MIN_RATE)
@@ -420,5 +443,49 @@ mod tests {
         assert!(p.ready_at("c", now) >= now + Duration::from_secs(16));
         p.prune(now + Duration::from_secs(100));
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn reconfigure_applies_new_ceilings_at_once_and_keeps_what_was_learned() {
+        let start = Instant::now();
+        let mut l = Limiter::new(cfg(20.0, 20.0), start);
+        let sent = run(&mut l, start, 2.0, |l, now| l.on_success(now));
+        assert!(sent.len() >= 30, "{}", sent.len());
+        assert!(
+            !l.reconfigure(cfg(20.0, 20.0)),
+            "the same settings change nothing"
+        );
+        l.on_quality("YELLOW");
+        assert!(l.reconfigure(cfg(8.0, 1.0)));
+        // The quality factor stays; the rate is cut to the new ceiling now.
+        assert_eq!(l.ceiling(), 4.0);
+        assert!(l.rate() <= 4.0);
+        let later = start + Duration::from_secs(2);
+        let sent = run(&mut l, later, 3.0, |l, now| l.on_success(now));
+        for (i, t) in sent.iter().enumerate() {
+            let in_window = sent[i..]
+                .iter()
+                .take_while(|u| u.duration_since(*t) < SECOND)
+                .count();
+            assert!(
+                in_window <= 4,
+                "{in_window} sends within a second at ceiling 4"
+            );
+        }
+        // A higher ceiling is grown into, not jumped to.
+        l.on_quality("GREEN");
+        assert!(l.reconfigure(cfg(40.0, 1.0)));
+        assert_eq!(l.ceiling(), 40.0);
+        assert!(l.rate() <= 8.0, "{}", l.rate());
+        let mut minute = cfg(40.0, 1.0);
+        minute.max_per_minute = Some(30);
+        assert!(l.reconfigure(minute));
+        let at = start + Duration::from_secs(10);
+        let sent = run(&mut l, at, 20.0, |l, now| l.on_success(now));
+        assert!(
+            sent.len() <= 30,
+            "{} sends in 20 s with 30 per minute",
+            sent.len()
+        );
     }
 }

@@ -32,15 +32,6 @@ pub trait TermCheck: Send + Sync {
     fn blocked_term(&self, text: &str) -> Option<String>;
 }
 
-/// No terms configured.
-pub struct NoTerms;
-
-impl TermCheck for NoTerms {
-    fn blocked_term(&self, _text: &str) -> Option<String> {
-        None
-    }
-}
-
 /// Why a message was not queued.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -137,6 +128,101 @@ impl Outbound {
         actor: &str,
         default_priority: Priority,
     ) -> Result<Queued, Refusal> {
+        let prepared = self.prepare(req, dest, actor, default_priority).await?;
+        let mut queued = self.commit(vec![prepared]).await?;
+        queued
+            .pop()
+            .unwrap_or(Err(Refusal::Ingest(IngestError::Closed)))
+    }
+
+    /// Check every message, journal the acceptable ones together (one
+    /// durable write) and queue them. Each message gets its own result; the
+    /// outer error means nothing was queued (the journal refused the batch).
+    pub async fn send_batch(
+        &self,
+        reqs: Vec<SendRequest>,
+        actor: &str,
+        default_priority: Priority,
+    ) -> Result<Vec<Result<Queued, Refusal>>, Refusal> {
+        let mut results: Vec<Option<Result<Queued, Refusal>>> = Vec::with_capacity(reqs.len());
+        let mut prepared = Vec::new();
+        let mut slots = Vec::new();
+        for req in reqs {
+            match self
+                .prepare(req, Destination::Explicit, actor, default_priority)
+                .await
+            {
+                Ok(p) => {
+                    slots.push(results.len());
+                    prepared.push(p);
+                    results.push(None);
+                }
+                Err(r) => results.push(Some(Err(r))),
+            }
+        }
+        let queued = self.commit(prepared).await?;
+        for (slot, q) in slots.into_iter().zip(queued) {
+            results[slot] = Some(q);
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Refusal::Ingest(IngestError::Closed))))
+            .collect())
+    }
+
+    /// Journal `prepared` in one write, then hand each to its number's lane.
+    async fn commit(
+        &self,
+        prepared: Vec<Prepared>,
+    ) -> Result<Vec<Result<Queued, Refusal>>, Refusal> {
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let events = prepared
+            .iter()
+            .map(|p| Event::Outbound(p.request.clone()))
+            .collect();
+        let receipt = self
+            .ingest
+            .submit(events)
+            .await
+            .map_err(|e| self.refuse(Refusal::Ingest(e)))?;
+        let mut out = Vec::with_capacity(prepared.len());
+        for (i, p) in prepared.into_iter().enumerate() {
+            let Some(&loc) = receipt.locs.get(i) else {
+                out.push(Err(Refusal::Ingest(IngestError::Closed)));
+                continue;
+            };
+            let lsn = receipt.first_lsn + i as u64;
+            let item = Item {
+                lsn,
+                loc,
+                recipient: p.recipient,
+                priority: p.request.priority,
+                created_at_ms: p.request.created_at_ms,
+                attempt: 0,
+            };
+            out.push(
+                self.dispatcher
+                    .enqueue(&p.request.number_id, item)
+                    .map(|()| Queued {
+                        id: format!("o{lsn}"),
+                        status: "queued",
+                    })
+                    .map_err(|e| self.refuse(e.into())),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every check a message must pass before it may be queued.
+    async fn prepare(
+        &self,
+        req: SendRequest,
+        dest: Destination<'_>,
+        actor: &str,
+        default_priority: Priority,
+    ) -> Result<Prepared, Refusal> {
         let pipeline = self.ingest.pipeline();
         let (number_id, to) = match dest {
             Destination::Explicit => {
@@ -246,27 +332,15 @@ impl Outbound {
             submitted_by: actor.to_string(),
             created_at_ms,
         };
-        let receipt = self
-            .ingest
-            .submit(vec![Event::Outbound(request)])
-            .await
-            .map_err(|e| self.refuse(Refusal::Ingest(e)))?;
-        let loc = *receipt
-            .locs
-            .first()
-            .ok_or(Refusal::Ingest(IngestError::Closed))?;
-        let item = Item {
-            lsn: receipt.first_lsn,
-            loc,
+        Ok(Prepared {
+            request,
             recipient: recipient.as_str().to_string(),
-            priority: built.priority,
-            created_at_ms,
-            attempt: 0,
-        };
-        self.dispatcher.enqueue(&number_id, item)?;
-        Ok(Queued {
-            id: format!("o{}", receipt.first_lsn),
-            status: "queued",
         })
     }
+}
+
+/// A message that passed every check, not yet journaled.
+struct Prepared {
+    request: OutboundRequest,
+    recipient: String,
 }

@@ -80,11 +80,23 @@ pub enum Recipient {
 }
 
 impl Recipient {
+    /// A phone number may be written as the Cloud API accepts it (a leading
+    /// `+`, spaces, hyphens, parentheses); it is kept as digits only, the
+    /// form webhooks use for `wa_id`, so replies and inbound meet.
     pub fn parse(to: &str) -> Result<Recipient, Invalid> {
-        let to = to.trim().trim_start_matches('+');
-        if !to.is_empty() && to.len() <= 20 && to.bytes().all(|b| b.is_ascii_digit()) {
-            return Ok(Recipient::Phone(to.to_string()));
+        let to = to.trim();
+        let phone_like = to
+            .strip_prefix('+')
+            .unwrap_or(to)
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'(' | b')'));
+        if phone_like {
+            let digits: String = to.chars().filter(char::is_ascii_digit).collect();
+            if !digits.is_empty() && digits.len() <= 20 {
+                return Ok(Recipient::Phone(digits));
+            }
         }
+        let to = to.trim_start_matches('+');
         let user_id_like = to.contains('.')
             && to.len() <= 64
             && to
@@ -436,7 +448,13 @@ mod tests {
 
     #[test]
     fn recipients_are_phone_numbers_or_user_ids() {
-        assert_eq!(Recipient::parse("+82 10").unwrap_err().field, "to");
+        assert_eq!(
+            Recipient::parse("+82 (10) 1234-5678").unwrap(),
+            Recipient::Phone("821012345678".into())
+        );
+        assert_eq!(Recipient::parse("82+10").unwrap_err().field, "to");
+        assert!(Recipient::parse("++8210").is_err());
+        assert!(Recipient::parse("( - )").is_err());
         assert_eq!(
             Recipient::parse("+821012345678").unwrap(),
             Recipient::Phone("821012345678".into())

@@ -682,6 +682,8 @@ impl<'a> Queries<'a> {
     }
 
     pub fn numbers(&self) -> Vec<NumberView> {
+        // One set throughout, even if a config reload swaps it meanwhile.
+        let numbers = self.pipeline.numbers().snapshot();
         let mut deltas =
             std::collections::HashMap::<String, crate::store::records::NumberCounters>::new();
         let mut open = std::collections::HashMap::<String, u64>::new();
@@ -689,16 +691,15 @@ impl<'a> Queries<'a> {
             for (number, c) in &shard.counters {
                 deltas.entry(number.clone()).or_default().add(c);
             }
-            for entry in self.pipeline.numbers().iter() {
+            for entry in numbers.iter() {
                 let id = &entry.info.phone_number_id;
                 *open.entry(id.clone()).or_default() += shard.open_count(id) as u64;
             }
         }
-        self.pipeline
-            .numbers()
+        numbers
             .checkpoint_records(&deltas)
             .into_iter()
-            .zip(self.pipeline.numbers().iter())
+            .zip(numbers.iter())
             .map(|(rec, entry)| NumberView {
                 phone_number_id: entry.info.phone_number_id.clone(),
                 display_phone_number: entry.info.display_phone_number.clone(),

@@ -5,3 +5,4 @@ pub mod bare;
 pub mod client;
 pub mod graph;
 pub mod load;
+pub mod outbound_load;

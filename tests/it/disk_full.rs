@@ -211,7 +211,7 @@ async fn assert_intact(
     // And one by one through the message endpoint.
     for wamid in acked.iter().rev().take(10) {
         let m = d.get_ok(&format!("/api/v1/messages/{}", enc(wamid))).await;
-        assert_eq!(m["wamid"], wamid.as_str());
+        assert_eq!(m["message"]["wamid"], wamid.as_str(), "{m}");
     }
 }
 
@@ -261,7 +261,7 @@ async fn assert_reads_right_or_retry(d: &Daemon, acked: &[String]) -> (usize, us
             .await;
         let v: Value = serde_json::from_slice(&body).unwrap();
         if status == StatusCode::OK {
-            assert_eq!(v["wamid"], wamid.as_str());
+            assert_eq!(v["message"]["wamid"], wamid.as_str(), "{v}");
             served += 1;
         } else {
             assert_refused(&(status, headers, v), &["store_unavailable"]);

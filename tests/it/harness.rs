@@ -103,6 +103,8 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// Extra environment for the daemon process (e.g. LD_PRELOAD).
     pub env: Vec<(String, String)>,
+    /// Files written next to the config before the daemon starts (name, content).
+    pub files: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -124,12 +126,16 @@ impl Default for Options {
             idle_timeout: "120s",
             data_dir: None,
             env: Vec::new(),
+            files: Vec::new(),
         }
     }
 }
 
 fn write_config(dir: &Path, o: &Options) -> PathBuf {
     std::fs::write(dir.join("admin.token"), ADMIN_TOKEN).unwrap();
+    for (name, content) in &o.files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
     let mut cfg = format!(
         r#"
 [server]
@@ -390,6 +396,38 @@ impl Daemon {
         self.raw(Method::GET, "/readyz", &[], Bytes::new()).await.0
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Ask the daemon to reload its config.
+    pub fn sighup(&self) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a real pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("SIGHUP");
+    }
+
+    /// The config file the daemon was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir().join("switchboard.toml")
+    }
+
+    /// POST a body signed with `secret`; the status.
+    pub async fn post_signed(&self, secret: &str, body: &[u8]) -> StatusCode {
+        let sig = switchboard::whatsapp::sign(secret.as_bytes(), body);
+        self.raw(
+            Method::POST,
+            "/webhooks/whatsapp",
+            &[
+                ("x-hub-signature-256", &sig),
+                ("content-type", "application/json"),
+            ],
+            body.to_vec(),
+        )
+        .await
+        .0
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
@@ -456,6 +494,29 @@ impl Daemon {
             .request(method, path, headers, body)
             .await
             .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// POST JSON to an API path with the admin token.
+    pub async fn api_post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let (status, _, bytes) = self
+            .raw(
+                Method::POST,
+                path,
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                serde_json::to_vec(body).unwrap(),
+            )
+            .await;
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    /// The CA that signed the daemon's self-signed certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir().join("tls/ca.pem")
     }
 
     /// GET an API path with the admin token.

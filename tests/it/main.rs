@@ -5,13 +5,17 @@ mod harness;
 
 mod api;
 mod bad_input;
+mod clock;
 mod crash;
 mod dedupe;
 mod disk_full;
 mod fixtures;
+mod hostile;
 mod lifecycle;
 mod metrics;
 mod notify;
+mod outbound;
+mod reload;
 mod signature;
 mod statuses;
 mod torn_journal;

@@ -74,19 +74,13 @@ const ONLY_UNDER_FAULTS: &[(&str, &str)] = &[
         "switchboard_outbound_uncertain_resends_total",
         "a restart while a Graph API send was in flight",
     ),
-    // The sensitive-word filter exists (src/outbound/filter) but the daemon
-    // does not load `outbound.filter_file` yet: start_outbound uses NoTerms.
-    (
-        "switchboard_filter_terms",
-        "a filter list loaded by the daemon (not wired yet)",
-    ),
     (
         "switchboard_filter_reloads_total",
-        "a filter list loaded by the daemon (not wired yet)",
+        "a change of the sensitive-word list while the daemon runs",
     ),
     (
         "switchboard_filter_blocked_total",
-        "a filter list loaded by the daemon (not wired yet)",
+        "a message refused for a sensitive term",
     ),
 ];
 

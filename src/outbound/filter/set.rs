@@ -57,6 +57,12 @@ impl std::fmt::Debug for FilterSet {
     }
 }
 
+impl crate::outbound::TermCheck for FilterSet {
+    fn blocked_term(&self, text: &str) -> Option<String> {
+        self.check(text).map(|m| m.term)
+    }
+}
+
 impl FilterSet {
     /// Load the list from `path` (None: the empty list, nothing refused).
     /// A bad file is an error here: the daemon should not start without the
