@@ -3,7 +3,7 @@
 #
 # 1. `systemd-analyze verify` prints nothing. It exits 0 even on unknown keys or bad values, so
 #    any output fails. verify also insists that ExecStart= names an existing executable: the
-#    check runs on a temporary copy whose ExecStart=/ExecStartPre= point at the built binary
+#    check runs on a temporary copy whose ExecStart=/ExecStartPre=/ExecReload= point at the built binary
 #    ($SWITCHBOARD_BIN, default: `cargo build --bin switchboard`, then target/debug).
 # 2. `systemd-analyze security --offline=yes` rates the unit's exposure at most $MAX_EXPOSURE
 #    (default 2.0, "OK" or better on systemd's 0-10 scale).
@@ -35,7 +35,7 @@ trap 'rm -rf "$WORK"' EXIT
 COPY=$WORK/switchboard.service
 # Only the executable's path changes; everything else is checked as shipped.
 grep -q "^ExecStart=$INSTALLED " "$UNIT" || die "ExecStart= no longer starts with $INSTALLED: update this script"
-sed "s#^\(ExecStart\(Pre\)\?=\)$INSTALLED #\1$BIN #" "$UNIT" > "$COPY"
+sed -E "s#^(Exec(Start|StartPre|Reload)=)$INSTALLED #\1$BIN #" "$UNIT" > "$COPY"
 
 echo "== systemd-analyze verify"
 status=0
