@@ -468,6 +468,9 @@ pub struct OutboundConfig {
     pub retry_max_age: Duration,
     /// Concurrent Graph API requests per number.
     pub max_in_flight_per_number: usize,
+    /// Concurrent automation and campaign requests over all numbers. Agent replies
+    /// do not count against it, so they never queue behind bulk requests in flight.
+    pub max_bulk_in_flight: usize,
     /// Messages queued per number before new ones are refused (503).
     pub max_queued_per_number: usize,
     /// Pair limit: one message per `pair_interval` to the same user, with
@@ -489,6 +492,7 @@ impl Default for OutboundConfig {
             retry_max_delay: Duration::from_secs(300),
             retry_max_age: Duration::from_secs(6 * 3600),
             max_in_flight_per_number: 32,
+            max_bulk_in_flight: 256,
             max_queued_per_number: 2_000_000,
             pair_interval: Duration::from_secs(6),
             pair_burst: 3,
@@ -1481,6 +1485,12 @@ fn check_outbound(o: &mut OutboundConfig, ctx: &Ctx<'_>, check: &mut Checker<'_>
         o.max_in_flight_per_number as u64,
         1,
         1024,
+    );
+    check.range(
+        "outbound.max_bulk_in_flight",
+        o.max_bulk_in_flight as u64,
+        1,
+        65_536,
     );
     check.range(
         "outbound.max_queued_per_number",

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::graph::{GraphClient, Verdict};
 use super::limiter::{Limiter, LimiterConfig, PairLimiter};
@@ -106,11 +106,12 @@ impl LaneState {
         next
     }
 
-    /// The first item (by priority, then age) whose recipient may be sent
-    /// to now; else when the earliest scanned one may.
-    fn pick(&mut self, now: Instant) -> Result<Item, Option<Instant>> {
+    /// The first item (by priority, then age) of the first `priorities`
+    /// queues whose recipient may be sent to now; else when the earliest
+    /// scanned one may.
+    fn pick(&mut self, now: Instant, priorities: usize) -> Result<Item, Option<Instant>> {
         let mut earliest: Option<Instant> = None;
-        for q in self.queues.iter_mut() {
+        for q in self.queues.iter_mut().take(priorities) {
             for i in 0..q.len().min(SCAN) {
                 let at = self.pairs.ready_at(&q[i].recipient, now);
                 if at <= now {
@@ -177,6 +178,9 @@ struct Shared {
     cfg: OutboundConfig,
     stopping: AtomicBool,
     in_flight: AtomicUsize,
+    /// Permits for automation and campaign requests in flight over all
+    /// numbers (`max_bulk_in_flight`); agent replies take none.
+    bulk: Arc<Semaphore>,
 }
 
 pub struct Dispatcher {
@@ -219,6 +223,7 @@ impl Dispatcher {
             reader,
             graph,
             numbers,
+            bulk: Arc::new(Semaphore::new(cfg.max_bulk_in_flight)),
             cfg,
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -432,13 +437,20 @@ fn round2(v: f64) -> f64 {
 }
 
 enum Next {
-    Send(Item),
+    Send(Item, Option<OwnedSemaphorePermit>),
     Wait(Option<Instant>),
+    /// Only bulk items could go, and every bulk permit is taken.
+    NeedPermit(Option<Instant>),
 }
+
+/// Agent replies are picked without a bulk permit; the rest need one.
+const AGENT_ONLY: usize = 1;
 
 async fn run_lane(lane: Arc<Lane>, sh: Arc<Shared>) {
     let label = lane.number_id.clone();
     let mut last_gauges = Instant::now() - Duration::from_secs(10);
+    // A bulk permit this lane waited for, used by its next bulk send.
+    let mut held: Option<OwnedSemaphorePermit> = None;
     loop {
         if sh.stopping.load(Ordering::Acquire) || lane.retired.load(Ordering::Acquire) {
             return;
@@ -470,33 +482,71 @@ async fn run_lane(lane: Arc<Lane>, sh: Arc<Shared>) {
                 if ready > now {
                     Next::Wait(Some(due.map_or(ready, |d| d.min(ready))))
                 } else {
-                    match st.pick(now) {
-                        Ok(item) => {
+                    // Agent replies first and without a permit; a bulk item only with one.
+                    let picked = match st.pick(now, AGENT_ONLY) {
+                        Ok(item) => Ok((item, None)),
+                        Err(agent_at) => {
+                            let bulk_queued = st.queues[AGENT_ONLY..].iter().any(|q| !q.is_empty());
+                            let permit = match held.take() {
+                                Some(p) => Some(p),
+                                None if bulk_queued => sh.bulk.clone().try_acquire_owned().ok(),
+                                None => None,
+                            };
+                            match permit {
+                                Some(p) => match st.pick(now, Priority::ALL.len()) {
+                                    Ok(item) => Ok((item, Some(p))),
+                                    Err(at) => Err(Next::Wait(
+                                        [due, agent_at, at].into_iter().flatten().min(),
+                                    )),
+                                },
+                                None if bulk_queued => Err(Next::NeedPermit(
+                                    [due, agent_at].into_iter().flatten().min(),
+                                )),
+                                None => {
+                                    Err(Next::Wait([due, agent_at].into_iter().flatten().min()))
+                                }
+                            }
+                        }
+                    };
+                    match picked {
+                        Ok((item, permit)) => {
                             st.limiter.on_send(now);
                             st.pairs.on_send(&item.recipient, now);
                             st.in_flight += 1;
-                            Next::Send(item)
+                            Next::Send(item, permit)
                         }
-                        Err(at) => Next::Wait([due, at].into_iter().flatten().min()),
+                        Err(next) => next,
                     }
                 }
             }
         };
+        // Wake at least once a second to follow quality updates and gauges.
+        let wake = |until: Option<Instant>| {
+            until
+                .unwrap_or(now + Duration::from_secs(1))
+                .min(now + Duration::from_secs(1))
+        };
         match next {
-            Next::Send(item) => {
+            Next::Send(item, permit) => {
                 sh.in_flight.fetch_add(1, Ordering::AcqRel);
-                tokio::spawn(send(lane.clone(), sh.clone(), item));
+                tokio::spawn(send(lane.clone(), sh.clone(), item, permit));
             }
             Next::Wait(until) => {
-                // Wake at least once a second to follow quality updates and gauges.
-                let until = until
-                    .unwrap_or(now + Duration::from_secs(1))
-                    .min(now + Duration::from_secs(1));
+                // A permit is only kept for an immediate bulk send, never while waiting.
+                held = None;
                 tokio::select! {
                     _ = lane.notify.notified() => {}
-                    _ = tokio::time::sleep_until(until.into()) => {}
+                    _ = tokio::time::sleep_until(wake(until).into()) => {}
                 }
                 lane.state.lock().pairs.prune(Instant::now());
+            }
+            Next::NeedPermit(until) => {
+                // The semaphore is fair: lanes get permits in the order they asked.
+                tokio::select! {
+                    permit = sh.bulk.clone().acquire_owned() => held = permit.ok(),
+                    _ = lane.notify.notified() => {}
+                    _ = tokio::time::sleep_until(wake(until).into()) => {}
+                }
             }
         }
     }
@@ -545,8 +595,14 @@ fn backoff(cfg: &OutboundConfig, attempt: u32, lsn: Lsn) -> Duration {
     Duration::from_secs_f64(capped * jitter)
 }
 
-async fn send(lane: Arc<Lane>, sh: Arc<Shared>, mut item: Item) {
+async fn send(
+    lane: Arc<Lane>,
+    sh: Arc<Shared>,
+    mut item: Item,
+    bulk_permit: Option<OwnedSemaphorePermit>,
+) {
     let outcome = attempt(&lane, &sh, &mut item).await;
+    drop(bulk_permit);
     {
         let mut st = lane.state.lock();
         st.in_flight -= 1;

@@ -85,8 +85,9 @@ pub struct OutboundReport {
     pub drain_seconds: f64,
     /// Everything sent / drain_seconds.
     pub sent_per_second_overall: f64,
-    /// Median of the per-second accepted counts while the backlog was fully queued and
-    /// not yet drained (the steady state).
+    /// Median of the per-second accepted counts, the first and last (partial) seconds
+    /// left out. Sending starts with the first queued batch, so on a fast machine the
+    /// drain keeps pace with the queueing and this covers both phases.
     pub sent_per_second_median: f64,
     pub sent_per_second_samples: Vec<u64>,
     pub agent_replies: LatencyMs,
@@ -442,7 +443,6 @@ pub async fn run(cfg: OutboundLoadConfig) -> Result<OutboundReport, LoadError> {
 
     // Sample the platform's accepted count every second until everything is sent.
     let mut samples = Vec::new();
-    let mut steady = Vec::new();
     let mut last = 0u64;
     let mut queue_seconds = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -456,8 +456,6 @@ pub async fn run(cfg: OutboundLoadConfig) -> Result<OutboundReport, LoadError> {
         let all_queued = queued.load(Ordering::Relaxed) >= cfg.backlog;
         if all_queued && queue_seconds.is_none() {
             queue_seconds = Some(t0.elapsed().as_secs_f64());
-        } else if all_queued && accepted < cfg.backlog {
-            steady.push(delta);
         }
         if accepted >= cfg.backlog && all_queued {
             break;
@@ -524,6 +522,11 @@ pub async fn run(cfg: OutboundLoadConfig) -> Result<OutboundReport, LoadError> {
         daemon_cpu_seconds: cpu,
     };
     report.queued_per_second = cfg.backlog as f64 / report.queue_seconds;
+    let mut steady = report.sent_per_second_samples.clone();
+    if steady.len() > 2 {
+        steady.pop();
+        steady.remove(0);
+    }
     steady.sort_unstable();
     report.sent_per_second_median = steady.get(steady.len() / 2).copied().unwrap_or(0) as f64;
     for n in stats.numbers.values() {

@@ -649,3 +649,67 @@ async fn a_flagged_number_sends_at_a_quarter_of_its_ceiling() {
     let stats = rig.sim.stats().numbers[N1].clone();
     assert!(stats.max_accepted_per_second <= 10, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_sends_share_a_global_bound_that_agent_replies_bypass() {
+    // One bulk request in flight over all numbers, each taking 150 ms at the platform.
+    const CAMPAIGN: usize = 24;
+    const LATENCY: Duration = Duration::from_millis(150);
+    let rig = Rig::start(RigOptions {
+        sim: SimConfig {
+            faults: Faults {
+                latency: LATENCY,
+                ..Faults::default()
+            },
+            ..RigOptions::default().sim
+        },
+        outbound: "max_bulk_in_flight = 1",
+        ..RigOptions::default()
+    })
+    .await;
+    let messages: Vec<Value> = (0..CAMPAIGN)
+        .map(|i| {
+            let number = if i % 2 == 0 { N1 } else { N2 };
+            template(number, &format!("8210777{i:05}"), "spring_sale")
+        })
+        .collect();
+    let (status, v) = rig
+        .daemon
+        .api_post("/api/v1/messages/batch", &json!({ "messages": messages }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    rig.wait_accepted(N1, 1).await;
+
+    // An agent reply while the campaign drains goes out ahead of it.
+    let mut reply = template(N1, "821088800001", "order_update");
+    reply["priority"] = json!("agent");
+    let id = rig.queue(reply).await;
+    rig.wait_status(&id, "sent").await;
+    let sends = rig.sim.sends();
+    let campaign_done = sends
+        .iter()
+        .filter(|s| s.recipient.starts_with("8210777"))
+        .count();
+    assert!(
+        campaign_done < CAMPAIGN / 2,
+        "the agent reply waited for {campaign_done} campaign sends"
+    );
+
+    // Every campaign send started after the previous one was answered.
+    rig.wait_accepted(N1, (CAMPAIGN / 2 + 1) as u64).await;
+    rig.wait_accepted(N2, (CAMPAIGN / 2) as u64).await;
+    let mut at: Vec<i64> = rig
+        .sim
+        .sends()
+        .iter()
+        .filter(|s| s.recipient.starts_with("8210777"))
+        .map(|s| s.at_ms)
+        .collect();
+    at.sort_unstable();
+    assert_eq!(at.len(), CAMPAIGN);
+    let tightest = at.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    assert!(
+        tightest >= LATENCY.as_millis() as i64 - 10,
+        "two bulk sends {tightest} ms apart: more than one was in flight"
+    );
+}
