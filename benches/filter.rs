@@ -143,7 +143,8 @@ const ZH: &[&str] = &[
 ];
 
 /// 1,000 distinct terms: every single word, then two-word combinations
-/// (spaced in English, joined in Korean and Chinese) taken in turn.
+/// (spaced in English, joined in Korean and Chinese): each word with the one
+/// `d` places after it, for d = 1, 2, ... (every (i, d) pair is distinct).
 fn terms() -> Vec<String> {
     let mut out: Vec<String> = EN
         .iter()
@@ -151,19 +152,20 @@ fn terms() -> Vec<String> {
         .chain(ZH)
         .map(|s| s.to_string())
         .collect();
-    let mut k = 0usize;
+    let mut d = 1usize;
     while out.len() < 1000 {
         for (words, sep) in [(EN, " "), (KO, ""), (ZH, "")] {
-            let a = words[k % words.len()];
-            let b = words[(k * 7 + 3) % words.len()];
-            if a != b {
-                let t = format!("{a}{sep}{b}");
+            if d >= words.len() {
+                continue;
+            }
+            for (i, a) in words.iter().enumerate() {
+                let t = format!("{a}{sep}{}", words[(i + d) % words.len()]);
                 if !out.contains(&t) {
                     out.push(t);
                 }
             }
         }
-        k += 1;
+        d += 1;
     }
     out.truncate(1000);
     out
