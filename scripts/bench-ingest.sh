@@ -11,6 +11,7 @@
 #   SHARDS=0 (one per core)  NUMBERS=4  CUSTOMERS=10000  BODY_BYTES= (empty: realistic bodies)
 #   MESSAGES_PER_POST=1  HTTP2=0  LOAD_THREADS= (load generator runtime threads; default cores)
 #   MESSAGES=0 (>0: fixed-work mode)  SKIP_BUILD=0  KEEP=0 (keep the work directory)
+#   SLED_CACHE_BYTES= (empty: the daemon's default storage.sled_cache_bytes)
 #   OUT= (copy the results JSON there)
 #
 # The load generator runs on the same cores as the daemon and competes with it for CPU; the
@@ -34,6 +35,7 @@ MESSAGES=${MESSAGES:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 OUT=${OUT:-}
+SLED_CACHE_BYTES=${SLED_CACHE_BYTES:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -136,6 +138,7 @@ listen = "127.0.0.1:0"
 
 [storage]
 data_dir = "$WORK/data"
+${SLED_CACHE_BYTES:+sled_cache_bytes = $SLED_CACHE_BYTES}
 
 [pipeline]
 shards = $SHARDS
