@@ -12,7 +12,9 @@
 //!   number's queue is bounded (`max_queued_per_number`).
 //! - Numbers never wait on each other: each has its own task, limiter and
 //!   in-flight bound. Within a number a blocked recipient (pair limit, retry
-//!   backoff) does not hold back the others.
+//!   backoff) does not hold back the others. The one thing they share is the
+//!   bound on bulk (automation, campaign) requests in flight over all numbers,
+//!   a fair semaphore, so none starves; agent replies take no permit.
 //! - A 190 (token refused) pauses the number and raises an alert; its
 //!   messages wait, nothing is failed, until `resume`.
 

@@ -636,7 +636,7 @@ impl<'a> Queries<'a> {
     /// with the platform's status history.
     pub fn message(&self, id: &str) -> Result<MessageDetail, QueryError> {
         let store = self.pipeline.store();
-        let message = match parse_local_id(id) {
+        let mut message = match parse_local_id(id) {
             Some(lsn) => {
                 let entry = store.outbox(lsn)?.ok_or(QueryError::NotFound("message"))?;
                 Some(self.view_at(entry.conv_id, lsn, entry.loc.into())?)
@@ -659,12 +659,21 @@ impl<'a> Queries<'a> {
         if message.is_none() && statuses.is_empty() {
             return Err(QueryError::NotFound("message"));
         }
+        let fresh = monotonic_status(statuses.iter().map(|(_, s)| s.status.as_str()));
         let status = match &message {
-            Some(m) => m.status.clone(),
-            None => {
-                monotonic_status(statuses.iter().map(|(_, s)| s.status.as_str())).map(Into::into)
+            // The view read its statuses a moment before `statuses` was loaded; a status
+            // applied in between must not leave the answer behind its own history.
+            Some(m) if m.direction == "out" => match (m.status.as_deref(), fresh) {
+                (Some(seen), Some(now)) => monotonic_status([seen, now]).or(Some(now)),
+                (seen, now) => seen.or(now),
             }
+            .map(Into::into),
+            Some(m) => m.status.clone(),
+            None => fresh.map(Into::into),
         };
+        if let Some(m) = message.as_mut() {
+            m.status.clone_from(&status);
+        }
         Ok(MessageDetail {
             message,
             wamid,
