@@ -196,6 +196,20 @@ fn bad_body(e: impl std::fmt::Display) -> Response<Body> {
     )
 }
 
+/// The id a PUT (path) or POST (body) writes, and whether it creates: a
+/// body id on a PUT must match the path; a POST must name one.
+fn id_to_write(
+    path: Option<&String>,
+    body: Option<&String>,
+) -> Result<(String, bool), Response<Body>> {
+    match (path, body) {
+        (Some(p), Some(b)) if p != b => Err(bad_body("\"id\" differs from the path")),
+        (Some(p), _) => Ok((p.clone(), false)),
+        (None, Some(b)) => Ok((b.clone(), true)),
+        (None, None) => Err(bad_body("\"id\" is required")),
+    }
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response<Body>> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()
@@ -349,17 +363,13 @@ pub async fn handle(
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            let (id, creating) = match &route {
-                RRoute::Agent(id) => {
-                    if b.id.as_ref().is_some_and(|x| x != id) {
-                        return bad_body("\"id\" differs from the path");
-                    }
-                    (id.clone(), false)
-                }
-                _ => match b.id.clone() {
-                    Some(id) => (id, true),
-                    None => return bad_body("\"id\" is required"),
-                },
+            let path_id = match &route {
+                RRoute::Agent(id) => Some(id),
+                _ => None,
+            };
+            let (id, creating) = match id_to_write(path_id, b.id.as_ref()) {
+                Ok(v) => v,
+                Err(r) => return r,
             };
             if creating && routing.read().engine().agent(&id).is_some() {
                 return error(
@@ -497,17 +507,13 @@ pub async fn handle(
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            let (id, creating) = match &route {
-                RRoute::Team(id) => {
-                    if b.id.as_ref().is_some_and(|x| x != id) {
-                        return bad_body("\"id\" differs from the path");
-                    }
-                    (id.clone(), false)
-                }
-                _ => match b.id.clone() {
-                    Some(id) => (id, true),
-                    None => return bad_body("\"id\" is required"),
-                },
+            let path_id = match &route {
+                RRoute::Team(id) => Some(id),
+                _ => None,
+            };
+            let (id, creating) = match id_to_write(path_id, b.id.as_ref()) {
+                Ok(v) => v,
+                Err(r) => return r,
             };
             if creating && team_json(routing, &id).is_some() {
                 return error(
