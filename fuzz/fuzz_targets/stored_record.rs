@@ -7,6 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use switchboard::codec::{decode_stored, stored_header_of};
 use switchboard::store::records::{
     kind, ConversationRecord, CustomerRecord, DedupeMark, Loc, MessageIndex, NumberRecord,
+    OutboxEntry, PendingMark, TimelineEntries,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -20,6 +21,11 @@ fuzz_target!(|data: &[u8]| {
         kind::DEDUPE => decode_stored::<DedupeMark>(data, k, v).map(|_| ()),
         kind::CONVERSATION => decode_stored::<ConversationRecord>(data, k, v).map(|_| ()),
         kind::CUSTOMER => decode_stored::<CustomerRecord>(data, k, v).map(|_| ()),
+        kind::OUTBOX => decode_stored::<OutboxEntry>(data, k, v).map(|_| ()),
+        kind::PENDING => decode_stored::<PendingMark>(data, k, v).map(|_| ()),
+        kind::TIMELINE_CHUNK | kind::TIMELINE_TAIL => {
+            decode_stored::<TimelineEntries>(data, k, v).map(|_| ())
+        }
         _ => decode_stored::<NumberRecord>(data, kind::NUMBER, v).map(|_| ()),
     };
 });

@@ -3,9 +3,10 @@
 //! A checkpoint (1) asks the journal writer for a barrier, which injects a
 //! marker into every shard queue right after the last durable record D, so
 //! each shard has applied exactly the records <= D when it sees the marker;
-//! (2) each shard hands over a snapshot of its dirty conversations and its
-//! counters (and goes on applying); (3) the checkpointer writes those
-//! conversations and the dirty customers, key by key (a sled batch would
+//! (2) each shard hands over a snapshot of its dirty conversations (with
+//! their unsealed timeline tails) and its counters (and goes on applying);
+//! (3) the checkpointer writes those conversations and tails and the dirty
+//! customers, key by key (a sled batch would
 //! take sled's global lock and stall every shard); (4) number records and the
 //! replay position D+1 are written in ONE batch, so the counters and the
 //! position they match are never split; (5) sled is flushed and its files
@@ -31,7 +32,9 @@ use super::shard::ShardMsg;
 use super::Pipeline;
 use crate::event::Lsn;
 use crate::journal::Appender;
-use crate::store::records::{kind, ConversationRecord, CustomerRecord, NumberCounters};
+use crate::store::records::{
+    kind, ConversationRecord, CustomerRecord, NumberCounters, TimelineEntries,
+};
 use crate::store::{keys, StoreError, Writes};
 use crate::telemetry::names;
 
@@ -58,7 +61,7 @@ pub fn replay_position(store: &crate::store::Store) -> Result<Lsn, StoreError> {
 /// they are no longer marked dirty where they came from.
 #[derive(Default)]
 pub struct Unwritten {
-    conversations: Vec<ConversationRecord>,
+    conversations: Vec<(ConversationRecord, TimelineEntries)>,
     customers: Vec<CustomerRecord>,
 }
 
@@ -106,8 +109,9 @@ pub fn checkpoint(
         return Err(e);
     }
     let (conversations, customers) = (unwritten.conversations.len(), unwritten.customers.len());
-    for conv in &unwritten.conversations {
+    for (conv, tail) in &unwritten.conversations {
         store.put(&keys::conversation(conv.id), kind::CONVERSATION, 0, conv)?;
+        store.put_timeline_tail(conv.id, tail)?;
     }
     for c in &unwritten.customers {
         store.put(&keys::customer(&c.id), kind::CUSTOMER, 0, c)?;

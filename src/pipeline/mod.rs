@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 
 use crate::event::{Event, Lsn};
 use crate::journal::{JournalReader, RecordLoc};
+use crate::store::records::{ConversationRecord, TimelineEntry};
 use crate::store::Store;
 use directory::Directory;
 use numbers::Numbers;
@@ -213,6 +214,11 @@ impl Pipeline {
         let mut states: Vec<ShardState> = (0..n).map(|_| ShardState::default()).collect();
         for conv in store.load_conversations()? {
             states[conv.route as usize % n].insert_loaded(conv);
+        }
+        for (conv, tail) in store.load_timeline_tails()? {
+            if let Some(state) = states.iter_mut().find(|s| s.get(conv).is_some()) {
+                state.insert_loaded_tail(conv, tail);
+            }
         }
         let shared = Arc::new(Shared {
             store,
@@ -438,6 +444,14 @@ impl Pipeline {
             .read()
             .open_conversation(number_id, customer_id)
             .cloned()
+    }
+
+    /// The unsealed end of a conversation's timeline, from its shard.
+    pub fn timeline_tail(&self, conv: &ConversationRecord) -> Vec<TimelineEntry> {
+        self.shards[self.shard_of(conv.route)]
+            .state
+            .read()
+            .timeline_tail(conv.id)
     }
 
     /// Read access to every shard's state, one at a time.

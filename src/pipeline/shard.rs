@@ -72,7 +72,11 @@ impl ShardMsg {
 /// A shard's state at a checkpoint marker: what changed, and its counters.
 pub(crate) struct ShardCheckpoint {
     pub counters: std::collections::HashMap<String, NumberCounters>,
-    pub conversations: Vec<crate::store::records::ConversationRecord>,
+    /// Changed conversations with their unsealed timeline tails.
+    pub conversations: Vec<(
+        crate::store::records::ConversationRecord,
+        crate::store::records::TimelineEntries,
+    )>,
 }
 
 /// What the rest of the process holds of a shard.
@@ -303,7 +307,7 @@ pub(crate) fn apply_event(
     loc: RecordLoc,
     ev: Event,
 ) -> Result<(), StoreError> {
-    match ev {
+    let applied = match ev {
         Event::Message(m) => apply_message(sh, state, lsn, loc, m),
         Event::Status(s) => apply_status(sh, state, lsn, loc, s),
         Event::Account(a) => apply_account(sh, lsn, loc, a),
@@ -324,7 +328,12 @@ pub(crate) fn apply_event(
             }
             Ok(())
         }
+    };
+    // Written under the shard's write lock (see `ShardState::take_sealed`).
+    for (conv, chunk) in state.take_sealed() {
+        sh.store.put_timeline_chunk(conv, &chunk)?;
     }
+    applied
 }
 
 /// An outbound request: file it in its conversation, open its outbox entry
@@ -349,6 +358,7 @@ fn apply_outbound(
             customer_id: &o.customer.home,
             route: o.route,
             timestamp: at,
+            loc,
             from_customer: false,
         },
     );
@@ -365,7 +375,6 @@ fn apply_outbound(
         kind: o.kind.clone(),
         submitted_by: Some(o.submitted_by.clone()),
     });
-    sh.store.put_timeline(conv, at, lsn, loc)?;
     let entry = OutboxEntry {
         conv_id: conv,
         number_id: o.number_id.clone(),
@@ -495,7 +504,7 @@ fn apply_message(
     if let Some(change) = &m.system {
         sh.directory.apply_system(&m.customer.home, change);
     }
-    if state.file_message(conv, lsn, &m) {
+    if state.file_message(conv, lsn, loc, &m) {
         sh.announce(conv, &m.number_id, &m.customer.home, m.route);
     }
     sh.publish(|| super::MessageNotice {
@@ -518,8 +527,7 @@ fn apply_message(
     }
     metrics::counter!(names::MESSAGES, "type" => telemetry::message_type_label(&m.kind), "direction" => m.direction.as_str())
         .increment(1);
-    // The timeline key is deterministic, so writing it again on replay is harmless.
-    sh.store.put_timeline(conv, m.timestamp, lsn, loc)
+    Ok(())
 }
 
 fn apply_status(

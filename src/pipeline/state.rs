@@ -9,11 +9,25 @@
 //!   that already contains some of its effects changes nothing twice.
 //! - `activity` indexes every conversation by (last_message_at, id): the
 //!   order of the conversation list.
+//! - A conversation's timeline is its sealed chunks in sled plus the tail
+//!   here: a message is appended to the tail under the same `last_lsn`
+//!   guard as the rest of its filing; a tail is sealed (handed to the shard
+//!   to write) when it reaches [`TIMELINE_CHUNK`] entries or the
+//!   conversation is resolved. Sealing depends only on the events applied,
+//!   so replay seals the same chunks under the same keys. Only open
+//!   conversations keep a tail in memory.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::event::{Direction, Lsn, MessageEvent};
-use crate::store::records::{ConversationRecord, ConversationStatus, NumberCounters};
+use crate::journal::RecordLoc;
+use crate::store::records::{
+    ConversationRecord, ConversationStatus, NumberCounters, TimelineEntries, TimelineEntry,
+};
+
+/// Entries of a sealed timeline chunk: one sled key per this many messages
+/// of a conversation (sled keeps ~40 bytes of RAM and ~10 µs of CPU per key).
+pub const TIMELINE_CHUNK: usize = 16;
 
 /// The customer-service window: 24 hours from the customer's last message.
 pub const SERVICE_WINDOW_SECS: i64 = 24 * 60 * 60;
@@ -39,6 +53,8 @@ pub struct Filing<'a> {
     pub route: u32,
     /// Payload (or request) time, Unix seconds.
     pub timestamp: i64,
+    /// Where the message's record is in the journal.
+    pub loc: RecordLoc,
     /// A customer's own message: it opens or extends the service window
     /// and counts as unread.
     pub from_customer: bool,
@@ -51,6 +67,10 @@ pub struct ShardState {
     open: HashMap<String, HashMap<String, u64>>,
     activity: BTreeSet<(i64, u64)>,
     dirty: HashSet<u64>,
+    /// Unsealed timeline entries of conversations, in filing order.
+    tails: HashMap<u64, Vec<TimelineEntry>>,
+    /// Chunks sealed by the last change, for the shard to write.
+    sealed: Vec<(u64, TimelineEntries)>,
     /// Per-number counters since this process started (the persisted base is
     /// in `Numbers`).
     pub counters: HashMap<String, NumberCounters>,
@@ -66,6 +86,33 @@ impl ShardState {
         }
         self.activity.insert((rec.last_message_at, rec.id));
         self.convs.insert(rec.id, rec);
+    }
+
+    /// A persisted tail, loaded after the conversations.
+    pub fn insert_loaded_tail(&mut self, conv: u64, tail: TimelineEntries) {
+        if self.convs.contains_key(&conv) && !tail.entries.is_empty() {
+            self.tails.insert(conv, tail.entries);
+        }
+    }
+
+    /// The unsealed end of a conversation's timeline (see the module docs).
+    pub fn timeline_tail(&self, conv: u64) -> Vec<TimelineEntry> {
+        self.tails.get(&conv).cloned().unwrap_or_default()
+    }
+
+    /// Chunks sealed since the last call: the shard writes them before it
+    /// releases its lock, so a reader finds every entry in one place or the
+    /// other.
+    pub fn take_sealed(&mut self) -> Vec<(u64, TimelineEntries)> {
+        std::mem::take(&mut self.sealed)
+    }
+
+    fn seal(&mut self, conv: u64) {
+        if let Some(entries) = self.tails.remove(&conv) {
+            if !entries.is_empty() {
+                self.sealed.push((conv, TimelineEntries { entries }));
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -120,7 +167,7 @@ impl ShardState {
 
     /// File a message in conversation `id` (from [`Self::conversation_for`]),
     /// opening it if it does not exist yet.
-    pub fn file_message(&mut self, id: u64, lsn: Lsn, ev: &MessageEvent) -> bool {
+    pub fn file_message(&mut self, id: u64, lsn: Lsn, loc: RecordLoc, ev: &MessageEvent) -> bool {
         self.file(
             id,
             lsn,
@@ -129,6 +176,7 @@ impl ShardState {
                 customer_id: &ev.customer.home,
                 route: ev.route,
                 timestamp: ev.timestamp,
+                loc,
                 from_customer: ev.direction == Direction::In && ev.kind != "system",
             },
         )
@@ -187,6 +235,17 @@ impl ShardState {
                 self.activity.insert(after);
             }
             self.dirty.insert(id);
+            // A resolved conversation keeps no tail in memory.
+            let still_open = conv.status.is_open();
+            let tail = self.tails.entry(id).or_default();
+            tail.push(TimelineEntry {
+                timestamp: f.timestamp,
+                lsn,
+                loc: f.loc.into(),
+            });
+            if tail.len() >= TIMELINE_CHUNK || !still_open {
+                self.seal(id);
+            }
         }
         opened
     }
@@ -210,6 +269,7 @@ impl ShardState {
             }
         }
         self.dirty.insert(id);
+        self.seal(id);
     }
 
     /// Routing reopened conversation `id`. Refused (false) while its customer
@@ -267,12 +327,17 @@ impl ShardState {
             .collect()
     }
 
-    /// Conversations changed since the last call, for the checkpoint.
-    pub fn take_dirty(&mut self) -> Vec<ConversationRecord> {
+    /// Conversations changed since the last call, each with its unsealed
+    /// tail (empty: none to keep), for the checkpoint.
+    pub fn take_dirty(&mut self) -> Vec<(ConversationRecord, TimelineEntries)> {
         let dirty = std::mem::take(&mut self.dirty);
         dirty
             .iter()
-            .filter_map(|id| self.convs.get(id).cloned())
+            .filter_map(|id| {
+                let rec = self.convs.get(id)?.clone();
+                let entries = self.tails.get(id).cloned().unwrap_or_default();
+                Some((rec, TimelineEntries { entries }))
+            })
             .collect()
     }
 }
@@ -284,8 +349,26 @@ mod tests {
 
     fn file(s: &mut ShardState, lsn: Lsn, m: &MessageEvent) -> u64 {
         let conv = s.conversation_for(lsn, m);
-        s.file_message(conv, lsn, m);
+        s.file_message(conv, lsn, at(lsn), m);
         conv
+    }
+
+    /// A shard state loaded from a checkpoint snapshot, as at start-up.
+    fn restore(snapshot: Vec<(ConversationRecord, TimelineEntries)>) -> ShardState {
+        let mut restored = ShardState::default();
+        for (rec, tail) in snapshot {
+            let id = rec.id;
+            restored.insert_loaded(rec);
+            restored.insert_loaded_tail(id, tail);
+        }
+        restored
+    }
+
+    fn at(lsn: Lsn) -> RecordLoc {
+        RecordLoc {
+            segment: 1,
+            offset: lsn * 100,
+        }
     }
 
     fn msg(number: &str, customer: &str, ts: i64, direction: Direction) -> MessageEvent {
@@ -349,14 +432,99 @@ mod tests {
         let mut s = ShardState::default();
         let m = msg("n", "c", 100, Direction::In);
         file(&mut s, 5, &m);
-        let snapshot = s.take_dirty();
-        let mut restored = ShardState::default();
-        for rec in snapshot {
-            restored.insert_loaded(rec);
-        }
+        let mut restored = restore(s.take_dirty());
         assert_eq!(file(&mut restored, 5, &m), 5);
         assert_eq!(restored.get(5).unwrap().messages, 1);
         assert!(restored.take_dirty().is_empty());
+    }
+
+    /// Every chunk sealed so far by `s`, as lists of LSNs.
+    fn sealed_lsns(s: &mut ShardState) -> Vec<(u64, Vec<Lsn>)> {
+        s.take_sealed()
+            .into_iter()
+            .map(|(c, t)| (c, t.entries.iter().map(|e| e.lsn).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn timeline_tails_seal_every_chunk_and_on_resolve() {
+        let mut s = ShardState::default();
+        let n = TIMELINE_CHUNK as u64;
+        for i in 1..=n + 3 {
+            file(&mut s, i, &msg("n", "c", 100 + i as i64, Direction::In));
+            if i == n {
+                // The chunk is handed over by the filing that filled it.
+                assert_eq!(sealed_lsns(&mut s), vec![(1, (1..=n).collect())]);
+                assert!(s.timeline_tail(1).is_empty());
+            }
+        }
+        assert!(s.take_sealed().is_empty(), "taken once");
+        let tail = s.timeline_tail(1);
+        assert_eq!(
+            tail.iter().map(|e| e.lsn).collect::<Vec<_>>(),
+            vec![n + 1, n + 2, n + 3]
+        );
+        assert_eq!(
+            (tail[0].timestamp, RecordLoc::from(tail[0].loc)),
+            (100 + n as i64 + 1, at(n + 1))
+        );
+        // A replayed filing adds nothing.
+        file(
+            &mut s,
+            n + 3,
+            &msg("n", "c", 100 + n as i64 + 3, Direction::In),
+        );
+        assert_eq!(s.timeline_tail(1).len(), 3);
+        // Resolving seals the rest; a resolved conversation keeps no tail,
+        // so a message filed in it (an agent's late reply) is sealed at once.
+        s.resolve(1, n + 10);
+        assert_eq!(sealed_lsns(&mut s), vec![(1, vec![n + 1, n + 2, n + 3])]);
+        assert!(s.timeline_tail(1).is_empty());
+        s.file(
+            1,
+            n + 11,
+            &Filing {
+                number_id: "n",
+                customer_id: "c",
+                route: 0,
+                timestamp: 500,
+                loc: at(n + 11),
+                from_customer: false,
+            },
+        );
+        assert_eq!(sealed_lsns(&mut s), vec![(1, vec![n + 11])]);
+        assert!(s.timeline_tail(1).is_empty());
+    }
+
+    #[test]
+    fn replay_from_a_checkpointed_tail_seals_the_same_chunks() {
+        let n = TIMELINE_CHUNK as u64;
+        let events: Vec<MessageEvent> = (1..=2 * n)
+            .map(|i| msg("n", "c", 1000 + i as i64, Direction::In))
+            .collect();
+        // Straight through.
+        let mut a = ShardState::default();
+        let mut a_sealed = Vec::new();
+        for (i, m) in events.iter().enumerate() {
+            file(&mut a, i as u64 + 1, m);
+            a_sealed.extend(sealed_lsns(&mut a));
+        }
+        // A checkpoint after 5 events, then a crash after 20, then a
+        // restart from the checkpoint replaying everything after it (and,
+        // being at-least-once, a few before it too).
+        let mut b = ShardState::default();
+        for (i, m) in events.iter().take(5).enumerate() {
+            file(&mut b, i as u64 + 1, m);
+        }
+        let mut restored = restore(b.take_dirty());
+        let mut b_sealed = Vec::new();
+        for (i, m) in events.iter().enumerate().skip(3) {
+            file(&mut restored, i as u64 + 1, m);
+            b_sealed.extend(sealed_lsns(&mut restored));
+        }
+        assert_eq!(a_sealed, b_sealed);
+        assert_eq!(a_sealed.len(), 2);
+        assert_eq!(restored.get(1).unwrap().messages, 2 * n as u32);
     }
 
     #[test]

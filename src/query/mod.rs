@@ -617,7 +617,9 @@ impl<'a> Queries<'a> {
         let limit = limit(limit_param)?;
         let after = parse_cursor(cursor_param)?;
         let store = self.pipeline.store();
-        let mut entries = store.timeline(conv.id, after, limit + 1)?;
+        // The tail first: see `Store::timeline`.
+        let tail = self.pipeline.timeline_tail(&conv);
+        let mut entries = store.timeline(conv.id, &tail, after, limit + 1)?;
         let more = entries.len() > limit;
         entries.truncate(limit);
         let mut items = Vec::with_capacity(entries.len());

@@ -5,7 +5,9 @@
 //! | prefix | key                                   | value                         |
 //! |--------|---------------------------------------|-------------------------------|
 //! | `m`    | wamid                                 | `MessageIndex` (archive entry + inbound dedupe) |
-//! | `x`    | conv id u64, timestamp i64*, lsn u64  | journal location (conversation timeline) |
+//! | `x`    | conv id u64, first lsn u64            | `TimelineEntries`: a sealed chunk of a conversation's timeline |
+//! | `x`    | conv id u64, timestamp i64*, lsn u64  | journal location (format 1: one key per message; still read) |
+//! | `T`    | conv id u64                           | `TimelineEntries`: the unsealed tail (checkpoint) |
 //! | `s`    | wamid len u16, wamid, status          | `Loc` of the status (status dedupe) |
 //! | `e`    | lsn u64                               | `Loc` of an account/preference/unrouted/invalid event |
 //! | `d`    | 16-byte content hash                  | `DedupeMark` (account-level dedupe) |
@@ -28,6 +30,7 @@ pub const DEDUPE: u8 = b'd';
 pub const OUTBOX: u8 = b'o';
 pub const PENDING: u8 = b'p';
 pub const CONVERSATION: u8 = b'C';
+pub const TIMELINE_TAIL: u8 = b'T';
 pub const CUSTOMER: u8 = b'U';
 pub const NUMBER: u8 = b'N';
 pub const META: u8 = b'z';
@@ -61,6 +64,20 @@ pub fn conv_message(conv: u64, timestamp: i64, lsn: Lsn) -> [u8; 25] {
     k
 }
 
+/// A sealed timeline chunk, named by its first entry's LSN (deterministic
+/// under replay, so sealing again rewrites the same key).
+pub fn timeline_chunk(conv: u64, first_lsn: Lsn) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = CONV_MESSAGE;
+    k[1..9].copy_from_slice(&conv.to_be_bytes());
+    k[9..17].copy_from_slice(&first_lsn.to_be_bytes());
+    k
+}
+
+pub fn timeline_tail(conv: u64) -> [u8; 9] {
+    lsn_key(TIMELINE_TAIL, conv)
+}
+
 pub fn conv_messages_prefix(conv: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = CONV_MESSAGE;
@@ -68,7 +85,7 @@ pub fn conv_messages_prefix(conv: u64) -> [u8; 9] {
     k
 }
 
-/// (timestamp, lsn) of a conversation-timeline key.
+/// (conv, timestamp, lsn) of a format-1 (one key per message) timeline key.
 pub fn parse_conv_message(key: &[u8]) -> Option<(u64, i64, Lsn)> {
     if key.len() != 25 || key[0] != CONV_MESSAGE {
         return None;

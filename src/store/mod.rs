@@ -44,11 +44,13 @@ use crate::journal::RecordLoc;
 use crate::telemetry::names;
 use records::{
     kind, ConversationRecord, CustomerRecord, DedupeMark, Loc, MessageIndex, NumberRecord,
-    OutboxEntry, PendingMark,
+    OutboxEntry, PendingMark, TimelineEntries, TimelineEntry,
 };
 
 /// Version of the key schema and record set; stored under `z/format`.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: timelines in chunks (`x` + conv + first LSN) and tails (`T`); the
+/// one-key-per-message timeline keys of format 1 are still read.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -92,7 +94,9 @@ fn encode<T: Encode>(kind: u16, lsn: Lsn, value: &T) -> Result<rkyv::util::Align
     .map_err(StoreError::Encode)
 }
 
-/// Raw 16-byte location value of a timeline key.
+/// Raw 16-byte location value of a format-1 timeline key (tests write them
+/// to check they are still read).
+#[cfg(test)]
 fn loc_bytes(loc: RecordLoc) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&loc.segment.to_be_bytes());
@@ -181,6 +185,11 @@ impl Store {
                 if found > FORMAT_VERSION {
                     return Err(StoreError::FutureFormat { found });
                 }
+                if found < FORMAT_VERSION {
+                    // Older formats are read as they are; the mark keeps
+                    // older builds from misreading what this one writes.
+                    self.tree.insert(key, &FORMAT_VERSION.to_be_bytes())?;
+                }
             }
             _ => {
                 self.tree.insert(key, &FORMAT_VERSION.to_be_bytes())?;
@@ -241,11 +250,42 @@ impl Store {
         Ok(())
     }
 
-    /// Write a conversation-timeline entry.
-    pub fn put_timeline(&self, conv: u64, timestamp: i64, lsn: Lsn, loc: RecordLoc) -> Result<()> {
-        let key = keys::conv_message(conv, timestamp, lsn);
-        self.wrote(self.tree.insert(key, &loc_bytes(loc)).map_err(Into::into))?;
-        Ok(())
+    /// Write a sealed chunk of a conversation's timeline (idempotent: the
+    /// key is named by the chunk's first LSN).
+    pub fn put_timeline_chunk(&self, conv: u64, chunk: &TimelineEntries) -> Result<()> {
+        let Some(first) = chunk.entries.first() else {
+            return Ok(());
+        };
+        let key = keys::timeline_chunk(conv, first.lsn);
+        self.put(&key, kind::TIMELINE_CHUNK, first.lsn, chunk)
+    }
+
+    /// Write (or, when empty, remove) a conversation's unsealed tail.
+    pub fn put_timeline_tail(&self, conv: u64, tail: &TimelineEntries) -> Result<()> {
+        let key = keys::timeline_tail(conv);
+        if tail.entries.is_empty() {
+            self.wrote(self.tree.remove(key).map(drop).map_err(Into::into))
+        } else {
+            self.put(&key, kind::TIMELINE_TAIL, 0, tail)
+        }
+    }
+
+    /// Every persisted unsealed tail: (conversation id, entries).
+    pub fn load_timeline_tails(&self) -> Result<Vec<(u64, TimelineEntries)>> {
+        self.scan_u64_keyed(keys::TIMELINE_TAIL, kind::TIMELINE_TAIL)
+    }
+
+    /// Every value under `prefix` whose key is the prefix and a u64, in key order.
+    fn scan_u64_keyed<T: Decode>(&self, prefix: u8, kind: u16) -> Result<Vec<(u64, T)>> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix([prefix]) {
+            let (k, v) = item?;
+            let Some(id) = keys::parse_lsn_key(&k) else {
+                continue;
+            };
+            out.push((id, T::decode_stored(&v, kind, 1).map_err(corrupt(&k))?));
+        }
+        Ok(out)
     }
 
     /// Apply a batch atomically (checkpoint state with its replay position).
@@ -291,18 +331,7 @@ impl Store {
 
     /// Every outbound request without a final outcome, oldest first.
     pub fn all_pending(&self) -> Result<Vec<(Lsn, PendingMark)>> {
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix([keys::PENDING]) {
-            let (k, v) = item?;
-            let Some(lsn) = keys::parse_lsn_key(&k) else {
-                continue;
-            };
-            out.push((
-                lsn,
-                codec::decode_stored::<PendingMark>(&v, kind::PENDING, 1).map_err(corrupt(&k))?,
-            ));
-        }
-        Ok(out)
+        self.scan_u64_keyed(keys::PENDING, kind::PENDING)
     }
 
     /// Where every status received for `wamid` is, in key order: (LSN, location).
@@ -318,31 +347,46 @@ impl Store {
     }
 
     /// Up to `limit` entries of a conversation's timeline after `after`
-    /// (exclusive), oldest first: (timestamp, lsn, location).
+    /// (exclusive), oldest first: (timestamp, lsn, location). `tail` is the
+    /// conversation's unsealed tail, taken from its shard *before* this call:
+    /// an entry sealed in between is then in sled, and one seen in both
+    /// places is counted once.
+    ///
+    /// A late message (older timestamp) can land in a later chunk, so every
+    /// chunk of the conversation is read; a conversation's length bounds it.
     pub fn timeline(
         &self,
         conv: u64,
+        tail: &[TimelineEntry],
         after: Option<(i64, Lsn)>,
         limit: usize,
     ) -> Result<Vec<(i64, Lsn, RecordLoc)>> {
-        let prefix = keys::conv_messages_prefix(conv);
-        let start = match after {
-            // The first key strictly after the cursor.
-            Some((ts, lsn)) => keys::conv_message(conv, ts, lsn.saturating_add(1)).to_vec(),
-            None => prefix.to_vec(),
-        };
-        let mut out = Vec::with_capacity(limit.min(256));
-        for item in self.tree.range(start..) {
+        let mut all: Vec<(i64, Lsn, RecordLoc)> = tail
+            .iter()
+            .map(|e| (e.timestamp, e.lsn, e.loc.into()))
+            .collect();
+        for item in self.tree.scan_prefix(keys::conv_messages_prefix(conv)) {
             let (k, v) = item?;
-            if !k.starts_with(&prefix) || out.len() >= limit {
-                break;
-            }
-            let Some((_, ts, lsn)) = keys::parse_conv_message(&k) else {
+            if let Some((_, ts, lsn)) = keys::parse_conv_message(&k) {
+                all.push((ts, lsn, parse_loc_bytes(&k, &v)?));
                 continue;
-            };
-            out.push((ts, lsn, parse_loc_bytes(&k, &v)?));
+            }
+            let chunk: TimelineEntries =
+                codec::decode_stored(&v, kind::TIMELINE_CHUNK, 1).map_err(corrupt(&k))?;
+            all.extend(
+                chunk
+                    .entries
+                    .iter()
+                    .map(|e| (e.timestamp, e.lsn, e.loc.into())),
+            );
         }
-        Ok(out)
+        all.sort_unstable_by_key(|&(ts, lsn, _)| (ts, lsn));
+        all.dedup_by_key(|e| e.1);
+        Ok(all
+            .into_iter()
+            .filter(|&(ts, lsn, _)| after.is_none_or(|a| (ts, lsn) > a))
+            .take(limit)
+            .collect())
     }
 
     /// Where account-level, preference, unrouted and invalid events are,
@@ -515,17 +559,98 @@ mod tests {
             (5, 5, loc(16)),
             "the first write stays"
         );
-        store.put_timeline(5, 100, 5, loc(16)).unwrap();
-        store.put_timeline(5, 90, 7, loc(48)).unwrap();
-        assert_eq!(
-            store.timeline(5, None, 10).unwrap(),
-            vec![(90, 7, loc(48)), (100, 5, loc(16))]
-        );
-        assert_eq!(
-            store.timeline(5, Some((90, 7)), 10).unwrap(),
-            vec![(100, 5, loc(16))]
-        );
         store.sync().unwrap();
+    }
+
+    fn entry(ts: i64, lsn: Lsn) -> TimelineEntry {
+        TimelineEntry {
+            timestamp: ts,
+            lsn,
+            loc: loc(lsn * 10).into(),
+        }
+    }
+
+    #[test]
+    fn timelines_merge_format_1_keys_chunks_and_the_tail_in_time_order_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        // Format 1: one key per message.
+        store
+            .tree
+            .insert(keys::conv_message(5, 100, 1), &loc_bytes(loc(10)))
+            .unwrap();
+        // Two chunks; the second holds a late message (ts 95) and overlaps
+        // the first in time.
+        let chunk = |v: Vec<TimelineEntry>| TimelineEntries { entries: v };
+        store
+            .put_timeline_chunk(5, &chunk(vec![entry(110, 2), entry(120, 3)]))
+            .unwrap();
+        store
+            .put_timeline_chunk(5, &chunk(vec![entry(95, 4), entry(130, 5)]))
+            .unwrap();
+        // Sealing again (replay) rewrites the same key.
+        store
+            .put_timeline_chunk(5, &chunk(vec![entry(95, 4), entry(130, 5)]))
+            .unwrap();
+        // Another conversation's chunk stays out.
+        store
+            .put_timeline_chunk(6, &chunk(vec![entry(1, 9)]))
+            .unwrap();
+        // The tail also holds an entry already sealed (read across a seal).
+        let tail = [entry(130, 5), entry(140, 6)];
+        let lsns = |v: Vec<(i64, Lsn, RecordLoc)>| v.iter().map(|e| e.1).collect::<Vec<_>>();
+        assert_eq!(
+            lsns(store.timeline(5, &tail, None, 100).unwrap()),
+            vec![4, 1, 2, 3, 5, 6]
+        );
+        assert_eq!(
+            store.timeline(5, &tail, None, 1).unwrap(),
+            vec![(95, 4, loc(40))]
+        );
+        assert_eq!(
+            lsns(store.timeline(5, &tail, Some((110, 2)), 2).unwrap()),
+            vec![3, 5]
+        );
+        assert_eq!(
+            lsns(store.timeline(5, &tail, Some((140, 6)), 10).unwrap()),
+            Vec::<Lsn>::new()
+        );
+        assert!(store.timeline(7, &[], None, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_format_1_store_is_marked_format_2_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 8 << 20).unwrap();
+            store
+                .tree
+                .insert(keys::meta("format"), &1u32.to_be_bytes())
+                .unwrap();
+            store.sync().unwrap();
+        }
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let v = store.tree.get(keys::meta("format")).unwrap().unwrap();
+        assert_eq!(v.as_ref(), &FORMAT_VERSION.to_be_bytes());
+        assert_eq!(FORMAT_VERSION, 2);
+    }
+
+    #[test]
+    fn tails_are_written_loaded_and_removed_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let tail = TimelineEntries {
+            entries: vec![entry(1, 1), entry(2, 2)],
+        };
+        store.put_timeline_tail(3, &tail).unwrap();
+        store
+            .put_timeline_tail(4, &TimelineEntries::default())
+            .unwrap();
+        assert_eq!(store.load_timeline_tails().unwrap(), vec![(3, tail)]);
+        store
+            .put_timeline_tail(3, &TimelineEntries::default())
+            .unwrap();
+        assert!(store.load_timeline_tails().unwrap().is_empty());
     }
 
     #[test]
@@ -591,7 +716,7 @@ mod tests {
             .insert(keys::conv_message(3, 1, 1), &b"not a location"[..])
             .unwrap();
         assert!(matches!(
-            store.timeline(3, None, 5),
+            store.timeline(3, &[], None, 5),
             Err(StoreError::Corrupt { .. })
         ));
     }

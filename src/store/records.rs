@@ -17,6 +17,8 @@ pub mod kind {
     pub const NUMBER: u16 = 19;
     pub const OUTBOX: u16 = 20;
     pub const PENDING: u16 = 21;
+    pub const TIMELINE_CHUNK: u16 = 22;
+    pub const TIMELINE_TAIL: u16 = 23;
 }
 
 /// Where a journal record lives (the journal is the archive; sled indexes it).
@@ -55,6 +57,24 @@ pub struct MessageIndex {
     /// LSN of the record at `loc` (for an outbound message: its local id).
     pub lsn: u64,
     pub loc: Loc,
+}
+
+/// One message's place in its conversation's timeline.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct TimelineEntry {
+    /// Message (or request) time, Unix seconds: the timeline's order.
+    pub timestamp: i64,
+    pub lsn: u64,
+    pub loc: Loc,
+}
+
+/// Timeline entries of one conversation: a sealed chunk (`x` key) or the
+/// conversation's not yet sealed tail (`T` key), in filing order.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct TimelineEntries {
+    pub entries: Vec<TimelineEntry>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! OpenAPI document that stays true to what the server answers.
 
 use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 use serde_json::Value;
@@ -117,24 +118,8 @@ async fn conversation_pages_are_newest_first_and_stable_under_concurrent_writes(
     assert_eq!(conv["id"], first_ids[0].as_str());
 }
 
-#[tokio::test]
-async fn messages_come_in_time_order_whatever_the_arrival_order() {
-    let d = Daemon::start().await;
-    let base = 1_768_000_000;
-    // Arrival order is scrambled; timestamps decide.
-    let order: Vec<i64> = (0..30).map(|i| (i * 7) % 30).collect();
-    for i in &order {
-        d.post_ok(&text_body(
-            "100000000000001",
-            "15550005555",
-            &format!("wamid.T{i:02}"),
-            base + i,
-            &format!("m{i}"),
-        ))
-        .await;
-    }
-    let conv = &d.get_all("/api/v1/conversations").await[0];
-    let id = conv["id"].as_str().unwrap();
+/// The texts of a conversation's messages, read in pages of 7.
+async fn texts_by_pages_of_7(d: &Daemon, id: &str) -> Vec<String> {
     let mut got = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -155,6 +140,98 @@ async fn messages_come_in_time_order_whatever_the_arrival_order() {
             None => break,
         }
     }
+    got
+}
+
+/// A long conversation is stored in sealed chunks plus an unsealed tail that
+/// checkpoints persist; across checkpoints, `kill -9` and a clean restart it
+/// reads back whole, once, in time order.
+#[tokio::test]
+async fn a_long_conversation_reads_whole_and_in_order_across_restarts() {
+    let mut d = Daemon::start_with(Options {
+        checkpoint_interval: "100ms",
+        ..Default::default()
+    })
+    .await;
+    let base = 1_768_000_000;
+    // 60 messages; arrival order scrambled so chunks overlap in time.
+    let order: Vec<i64> = (0..60).map(|i| (i * 17) % 60).collect();
+    let body = |i: i64| {
+        text_body(
+            "100000000000001",
+            "15550006666",
+            &format!("wamid.L{i:02}"),
+            base + i,
+            &format!("m{i}"),
+        )
+    };
+    let expect = |upto: usize| -> Vec<String> {
+        let mut v: Vec<i64> = order[..upto].to_vec();
+        v.sort_unstable();
+        v.iter().map(|i| format!("m{i}")).collect()
+    };
+    for i in &order[..25] {
+        d.post_ok(&body(*i)).await;
+    }
+    let checkpointed = d.metric("switchboard_checkpoint_lsn", &[]).await;
+    eventually(
+        "a checkpoint after the first 25",
+        Duration::from_secs(20),
+        || {
+            let d = &d;
+            async move {
+                (d.metric("switchboard_checkpoint_lsn", &[]).await > checkpointed).then_some(())
+            }
+        },
+    )
+    .await;
+    for i in &order[25..45] {
+        d.post_ok(&body(*i)).await;
+    }
+    let id = d.get_all("/api/v1/conversations").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(texts_by_pages_of_7(&d, &id).await, expect(45));
+    d.kill9();
+    d.restart().await;
+    assert_eq!(
+        texts_by_pages_of_7(&d, &id).await,
+        expect(45),
+        "after kill -9"
+    );
+    for i in &order[45..] {
+        d.post_ok(&body(*i)).await;
+    }
+    assert_eq!(d.terminate().code(), Some(0));
+    d.restart().await;
+    assert_eq!(
+        texts_by_pages_of_7(&d, &id).await,
+        expect(60),
+        "after a clean restart"
+    );
+    let conv = d.get_ok(&format!("/api/v1/conversations/{id}")).await;
+    assert_eq!(conv["messages"], 60);
+}
+
+#[tokio::test]
+async fn messages_come_in_time_order_whatever_the_arrival_order() {
+    let d = Daemon::start().await;
+    let base = 1_768_000_000;
+    // Arrival order is scrambled; timestamps decide.
+    let order: Vec<i64> = (0..30).map(|i| (i * 7) % 30).collect();
+    for i in &order {
+        d.post_ok(&text_body(
+            "100000000000001",
+            "15550005555",
+            &format!("wamid.T{i:02}"),
+            base + i,
+            &format!("m{i}"),
+        ))
+        .await;
+    }
+    let conv = &d.get_all("/api/v1/conversations").await[0];
+    let got = texts_by_pages_of_7(&d, conv["id"].as_str().unwrap()).await;
     let expected: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
     assert_eq!(got, expected);
     assert_eq!(
