@@ -73,32 +73,27 @@ async fn setup(d: &Daemon) {
         assert_eq!(v["agent"]["status"], "online");
     }
     // A PUT's body may not name another id; a POST must name one.
-    let (status, v) = call(
-        d,
-        Method::PUT,
-        "/api/v1/agents/a1",
-        ADMIN_TOKEN,
-        json!({"id": "a2"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("differs"),
-        "{v}"
-    );
-    let (status, v) = call(
-        d,
-        Method::POST,
-        "/api/v1/teams",
-        ADMIN_TOKEN,
-        json!({"name": "x"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("required"),
-        "{v}"
-    );
+    for (method, path, body, says) in [
+        (
+            Method::PUT,
+            "/api/v1/agents/a1",
+            json!({"id": "a2"}),
+            "differs",
+        ),
+        (
+            Method::POST,
+            "/api/v1/teams",
+            json!({"name": "x"}),
+            "required",
+        ),
+    ] {
+        let (status, v) = call(d, method, path, ADMIN_TOKEN, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(says),
+            "{v}"
+        );
+    }
 }
 
 /// Post an inbound text from `customer` and return its conversation id.
