@@ -11,7 +11,7 @@
 //! - Lock order: a customer stripe, then identity stripes; never two
 //!   customer stripes at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use parking_lot::RwLock;
 
@@ -26,8 +26,8 @@ fn stripe(key: &str) -> usize {
 
 #[derive(Default)]
 struct CustomerStripe {
-    map: HashMap<String, CustomerRecord>,
-    dirty: HashSet<String>,
+    map: BTreeMap<String, CustomerRecord>,
+    dirty: BTreeSet<String>,
 }
 
 /// The few fields a conversation listing shows of its customer.
@@ -41,7 +41,7 @@ pub struct CustomerSummary {
 
 pub struct Directory {
     customers: Box<[RwLock<CustomerStripe>]>,
-    identities: Box<[RwLock<HashMap<String, String>>]>,
+    identities: Box<[RwLock<BTreeMap<String, String>>]>,
 }
 
 impl Default for Directory {
@@ -50,7 +50,7 @@ impl Default for Directory {
             customers: (0..STRIPES)
                 .map(|_| RwLock::new(CustomerStripe::default()))
                 .collect(),
-            identities: (0..STRIPES).map(|_| RwLock::new(HashMap::new())).collect(),
+            identities: (0..STRIPES).map(|_| RwLock::new(BTreeMap::new())).collect(),
         }
     }
 }

@@ -17,7 +17,7 @@
 //!   so replay seals the same chunks under the same keys. Only open
 //!   conversations keep a tail in memory.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::event::{Direction, Lsn, MessageEvent};
 use crate::journal::RecordLoc;
@@ -62,13 +62,13 @@ pub struct Filing<'a> {
 
 #[derive(Default)]
 pub struct ShardState {
-    convs: HashMap<u64, ConversationRecord>,
+    convs: BTreeMap<u64, ConversationRecord>,
     /// number id -> customer id -> open conversation id.
-    open: HashMap<String, HashMap<String, u64>>,
+    open: HashMap<String, BTreeMap<String, u64>>,
     activity: BTreeSet<(i64, u64)>,
-    dirty: HashSet<u64>,
+    dirty: BTreeSet<u64>,
     /// Unsealed timeline entries of conversations, in filing order.
-    tails: HashMap<u64, Vec<TimelineEntry>>,
+    tails: BTreeMap<u64, Vec<TimelineEntry>>,
     /// Chunks sealed by the last change, for the shard to write.
     sealed: Vec<(u64, TimelineEntries)>,
     /// Per-number counters since this process started (the persisted base is
@@ -138,7 +138,7 @@ impl ShardState {
 
     /// Open conversations of one of our numbers in this shard.
     pub fn open_count(&self, number_id: &str) -> usize {
-        self.open.get(number_id).map_or(0, HashMap::len)
+        self.open.get(number_id).map_or(0, BTreeMap::len)
     }
 
     pub fn counters_mut(&mut self, number_id: &str) -> &mut NumberCounters {

@@ -24,7 +24,7 @@
 //!   subscriber has a bounded buffer; a subscriber that falls behind is
 //!   dropped.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -93,12 +93,12 @@ pub fn now_ms() -> i64 {
 pub struct Router {
     engine: Engine,
     /// (number id, customer id) -> agent of the latest assignment.
-    last_agent: HashMap<(String, String), AgentId>,
+    last_agent: BTreeMap<(String, String), AgentId>,
     /// The last LSN applied.
     applied: Lsn,
     /// Assignment history per conversation: while open, and for the
     /// latest [`HISTORY_RESOLVED`] resolved ones.
-    history: HashMap<ConvId, Vec<HistoryEntry>>,
+    history: BTreeMap<ConvId, Vec<HistoryEntry>>,
     resolved_order: std::collections::VecDeque<ConvId>,
 }
 
@@ -120,9 +120,9 @@ impl Router {
     pub fn new(cfg: EngineConfig) -> Router {
         Router {
             engine: Engine::new(cfg),
-            last_agent: HashMap::new(),
+            last_agent: BTreeMap::new(),
             applied: 0,
-            history: HashMap::new(),
+            history: BTreeMap::new(),
             resolved_order: std::collections::VecDeque::new(),
         }
     }
