@@ -361,6 +361,7 @@ impl App {
         };
         if let Route::Routing(r) = route {
             let method = req.method().clone();
+            let query = req.uri().query().map(str::to_owned);
             let body = if method == Method::POST || method == Method::PUT {
                 match read_body(req, API_MAX_BODY, self.webhook().body_read_timeout).await {
                     Ok((_, body)) => body,
@@ -369,7 +370,16 @@ impl App {
             } else {
                 bytes::Bytes::new()
             };
-            return super::routing_api::handle(self, &core.routing, caller, &method, r, body).await;
+            return super::routing_api::handle(
+                self,
+                &core.routing,
+                caller,
+                &method,
+                r,
+                query.as_deref(),
+                body,
+            )
+            .await;
         }
         if let Caller::Agent(agent) = &caller {
             // Agents reply in conversations they hold; everything else here

@@ -194,8 +194,14 @@ fn routing_paths() -> Value {
         "/api/v1/events": {"get": {
             "summary": "Server-Sent Events: routing effects (assigned, queued, moved, unassigned, resolved, reopened, agent_status_changed, first_response) and filed messages (event `message`); an agent sees its own. A client that falls behind is disconnected.",
             "security": [{"bearer": []}],
+            "parameters": [param(
+                "types",
+                "Only these event types, comma-separated (e.g. `assigned,queued`); every type when absent.",
+                string(),
+            )],
             "responses": {
                 "200": {"description": "An event stream; `data` is a RoutingEffect with `lsn`, `at_ms`, `number_id` and `customer_id`, or a message (`lsn`, `conv`, `number_id`, `customer_id`, `direction`, `id`, `kind`, `submitted_by`).", "content": {"text/event-stream": {"schema": string()}}},
+                "400": err("An unknown event type in `types`."),
                 "401": err("Missing or wrong bearer token.")
             }
         }}

@@ -337,6 +337,7 @@ pub async fn handle(
     caller: Caller,
     method: &Method,
     route: RRoute,
+    query: Option<&str>,
     body: Bytes,
 ) -> Response<Body> {
     if !route.accepts(method) {
@@ -628,7 +629,10 @@ pub async fn handle(
             }
             json(StatusCode::OK, &routing.read().engine().live(now))
         }
-        RRoute::Events => events(app.clone(), routing, caller),
+        RRoute::Events => match EventKinds::parse(query) {
+            Ok(kinds) => events(app.clone(), routing, caller, kinds),
+            Err(message) => error(StatusCode::BAD_REQUEST, "invalid_parameter", message),
+        },
     }
 }
 
@@ -834,8 +838,53 @@ impl Drop for SubscriberGauge {
     }
 }
 
-fn events(app: Arc<App>, routing: &Routing, caller: Caller) -> Response<Body> {
+/// The event kinds a subscriber asked for with `?types=a,b` (repeatable);
+/// every kind when absent. A subscriber that wants only assignments does
+/// not pay for a frame per message.
+struct EventKinds(Option<Vec<&'static str>>);
+
+impl EventKinds {
+    /// The kind of a filed-message frame (the others are [`Effect::KINDS`]).
+    const MESSAGE: &'static str = "message";
+
+    fn parse(query: Option<&str>) -> Result<EventKinds, String> {
+        let mut kinds = Vec::new();
+        let mut named = false;
+        let pairs = query.map(|q| form_urlencoded::parse(q.as_bytes()));
+        for (k, v) in pairs.into_iter().flatten() {
+            if k != "types" {
+                continue;
+            }
+            named = true;
+            for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                let known = Effect::KINDS
+                    .iter()
+                    .chain([&Self::MESSAGE])
+                    .find(|k| **k == name)
+                    .ok_or_else(|| {
+                        format!(
+                            "types: unknown event type {name:?}; known: {}, {}",
+                            Effect::KINDS.join(", "),
+                            Self::MESSAGE
+                        )
+                    })?;
+                kinds.push(*known);
+            }
+        }
+        if named && kinds.is_empty() {
+            return Err("types: name at least one event type".into());
+        }
+        Ok(EventKinds(named.then_some(kinds)))
+    }
+
+    fn wants(&self, kind: &str) -> bool {
+        self.0.as_ref().is_none_or(|k| k.contains(&kind))
+    }
+}
+
+fn events(app: Arc<App>, routing: &Routing, caller: Caller, kinds: EventKinds) -> Response<Body> {
     let buffer = routing.settings().stream_buffer.max(16);
+    let wants_messages = kinds.wants(EventKinds::MESSAGE);
     let mut sub = routing.service().subscribe();
     let mut messages = routing.pipeline().subscribe_messages();
     let router = routing.clone();
@@ -857,7 +906,7 @@ fn events(app: Arc<App>, routing: &Routing, caller: Caller) -> Response<Body> {
                             Caller::Admin => true,
                             Caller::Agent(a) => ev.effect.agent() == Some(a.as_str()),
                         };
-                        if !visible {
+                        if !visible || !kinds.wants(ev.effect.kind()) {
                             continue;
                         }
                         let Some(frame) = sse_frame(&ev) else { continue };
@@ -874,7 +923,7 @@ fn events(app: Arc<App>, routing: &Routing, caller: Caller) -> Response<Body> {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
-                m = messages.recv() => match m {
+                m = messages.recv(), if wants_messages => match m {
                     Ok(m) => {
                         let visible = match &caller {
                             Caller::Admin => true,

@@ -136,6 +136,18 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// Every [`Effect::kind`].
+    pub const KINDS: [&'static str; 8] = [
+        "assigned",
+        "queued",
+        "moved",
+        "unassigned",
+        "resolved",
+        "reopened",
+        "agent_status_changed",
+        "first_response",
+    ];
+
     /// The effect's `type` as serialised.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -368,6 +368,49 @@ async fn the_event_stream_carries_assignments() {
     sse_until(&mut s, &mut seen, "\"customer_id\":\"840001\"").await;
 }
 
+/// `?types=` narrows the stream to the named kinds; an unknown kind is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_carries_only_the_types_asked_for() {
+    let d = Daemon::start().await;
+    let (status, v) = call(
+        &d,
+        Method::GET,
+        "/api/v1/events?types=assigned,nonsense",
+        ADMIN_TOKEN,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_parameter", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("nonsense"),
+        "{v}"
+    );
+    let mut s = d.tls_stream().await;
+    let req = format!(
+        "GET /api/v1/events?types=assigned,resolved HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    sse_until(&mut s, &mut seen, "event: ready").await;
+    setup(&d).await;
+    let conv = inbound(&d, "840002", 1).await;
+    sse_until(&mut s, &mut seen, "event: assigned").await;
+    admin(
+        &d,
+        Method::POST,
+        &format!("/api/v1/conversations/{conv}/resolve"),
+        json!({}),
+    )
+    .await;
+    // The message frame was published before the assignment and the
+    // resolution, so an unfiltered stream would carry it by now.
+    sse_until(&mut s, &mut seen, "event: resolved").await;
+    for unwanted in ["event: message", "event: agent_status_changed"] {
+        assert!(!seen.contains(unwanted), "{unwanted} in:\n{seen}");
+    }
+}
+
 /// (assignee, position, status) of each conversation.
 async fn state(d: &Daemon, convs: [u64; 4]) -> Vec<(Value, Value, Value)> {
     let mut v = Vec::new();
@@ -502,6 +545,8 @@ async fn routing_e2e_webhook_to_durable_assignment() {
     let conns = env("E2E_CONNECTIONS", 64);
     let d = Daemon::start_with(Options {
         shards: 0,
+        // The daemon's default, not the tests' small rotating segments.
+        journal_segment_bytes: switchboard::journal::DEFAULT_SEGMENT_BYTES,
         extra_config: "[routing]\nstream_buffer = 262144\nqueue = 262144\n".into(),
         ..Options::default()
     })
@@ -528,7 +573,7 @@ async fn routing_e2e_webhook_to_durable_assignment() {
     // The event stream, read by its own task.
     let mut s = d.tls_stream().await;
     let req = format!(
-        "GET /api/v1/events HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+        "GET /api/v1/events?types=assigned HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut first = String::new();
@@ -543,6 +588,7 @@ async fn routing_e2e_webhook_to_durable_assignment() {
             let mut buf = vec![0u8; 1 << 16];
             let mut pending = String::new();
             let mut assigned = 0u64;
+            let mut slowest: Vec<u64> = Vec::new();
             while assigned < total {
                 let n = match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await
                 {
@@ -551,8 +597,12 @@ async fn routing_e2e_webhook_to_durable_assignment() {
                 };
                 let now = Instant::now();
                 pending.push_str(&String::from_utf8_lossy(&buf[..n]));
-                while let Some(end) = pending.find("\n\n") {
-                    let frame: String = pending.drain(..end + 2).collect();
+                // Frames are cut by offset and the buffer drained once per
+                // read: draining frame by frame moves the rest each time.
+                let mut consumed = 0;
+                while let Some(end) = pending[consumed..].find("\n\n") {
+                    let frame = &pending[consumed..consumed + end];
+                    consumed += end + 2;
                     if !frame.contains("event: assigned") {
                         continue;
                     }
@@ -566,12 +616,21 @@ async fn routing_e2e_webhook_to_durable_assignment() {
                     if let Some(t0) = sent.lock().remove(customer) {
                         assigned += 1;
                         if t0 >= measure_from {
-                            h.record((now - t0).as_micros().max(1) as u64).unwrap();
+                            let us = (now - t0).as_micros().max(1) as u64;
+                            // The slowest of each 100 ms of send times:
+                            // stalls show as a few windows, load as many.
+                            let w = ((t0 - measure_from).as_millis() / 100) as usize;
+                            if slowest.len() <= w {
+                                slowest.resize(w + 1, 0);
+                            }
+                            slowest[w] = slowest[w].max(us);
+                            h.record(us).unwrap();
                         }
                     }
                 }
+                pending.drain(..consumed);
             }
-            (h, assigned)
+            (h, assigned, slowest)
         })
     };
     let start = Instant::now() + Duration::from_millis(200);
@@ -608,7 +667,7 @@ async fn routing_e2e_webhook_to_durable_assignment() {
     for t in tasks {
         failed += t.await.unwrap();
     }
-    let (h, assigned) = reader.await.unwrap();
+    let (h, assigned, slowest) = reader.await.unwrap();
     let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     println!(
         "routing e2e: {rate} new conversations/s for {secs}s (+{warmup}s warm-up), {conns} connections, \
@@ -622,11 +681,26 @@ async fn routing_e2e_webhook_to_durable_assignment() {
         h.max() as f64 / 1000.0,
         h.len()
     );
+    let stalls: Vec<String> = slowest
+        .iter()
+        .enumerate()
+        .filter(|(_, us)| **us > 10_000)
+        .map(|(w, us)| format!("{:.1} s: {:.1} ms", w as f64 / 10.0, *us as f64 / 1000.0))
+        .collect();
+    println!(
+        "  100 ms windows (by send time) whose slowest took over 10 ms: {}",
+        if stalls.is_empty() {
+            "none".to_string()
+        } else {
+            stalls.join(", ")
+        }
+    );
     // Where the time goes, by the daemon's own histograms (bucket bounds).
     let text = d.metrics_text().await;
     for name in [
         "switchboard_webhook_ingest_seconds",
         "switchboard_journal_fsync_seconds",
+        "switchboard_shard_apply_seconds",
         "switchboard_routing_apply_seconds",
     ] {
         let buckets: Vec<(f64, f64)> = text
@@ -649,8 +723,13 @@ async fn routing_e2e_webhook_to_durable_assignment() {
                 .find(|b| b.1 >= q * total)
                 .map_or(f64::NAN, |b| b.0 * 1000.0)
         };
+        // How many took longer than 10 ms (the first bound at or past it).
+        let slow = buckets
+            .iter()
+            .find(|b| b.0 >= 0.01)
+            .map_or(0.0, |b| total - b.1);
         println!(
-            "  {name}: n={total}, p50 <= {:.2} ms, p99 <= {:.2} ms",
+            "  {name}: n={total}, p50 <= {:.2} ms, p99 <= {:.2} ms, {slow} over 10 ms",
             at(0.5),
             at(0.99)
         );
