@@ -260,7 +260,7 @@ impl Default for StorageConfig {
             checkpoint_interval: Duration::from_secs(10),
             journal_segment_bytes: 64 * MIB,
             journal_queue: 8192,
-            sled_cache_bytes: 32 * MIB,
+            sled_cache_bytes: 16 * MIB,
             max_record_bytes: 4 * MIB as usize,
         }
     }
