@@ -24,6 +24,7 @@ fn stripe(key: &str) -> usize {
     crc32c::crc32c(key.as_bytes()) as usize % STRIPES
 }
 
+// B-trees, not hash maps: see `ShardState` on resize stalls.
 #[derive(Default)]
 struct CustomerStripe {
     map: BTreeMap<String, CustomerRecord>,

@@ -60,6 +60,9 @@ pub struct Filing<'a> {
     pub from_customer: bool,
 }
 
+// Maps that grow with every conversation or customer are B-trees: hash maps
+// growing in step doubled (and rehashed) all at once, a 40-60 ms stall on
+// the shard threads (BENCHMARKS.md, "Routing").
 #[derive(Default)]
 pub struct ShardState {
     convs: BTreeMap<u64, ConversationRecord>,

@@ -136,7 +136,8 @@ pub enum Effect {
 }
 
 impl Effect {
-    /// Every [`Effect::kind`].
+    /// Every [`Effect::kind`] (keep in step with it: `?types=` of the event
+    /// stream accepts only these).
     pub const KINDS: [&'static str; 8] = [
         "assigned",
         "queued",
