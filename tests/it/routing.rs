@@ -344,16 +344,29 @@ async fn sse_until(stream: &mut (impl AsyncReadExt + Unpin), seen: &mut String, 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_event_stream_carries_assignments() {
-    let d = Daemon::start().await;
+/// Open `GET /api/v1/events{query}` as the admin; returns the stream and
+/// what it carried up to its `ready` frame (the response head included).
+async fn subscribe(
+    d: &Daemon,
+    query: &str,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    String,
+) {
     let mut s = d.tls_stream().await;
     let req = format!(
-        "GET /api/v1/events HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+        "GET /api/v1/events{query} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut seen = String::new();
     sse_until(&mut s, &mut seen, "event: ready").await;
+    (s, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_carries_assignments() {
+    let d = Daemon::start().await;
+    let (mut s, mut seen) = subscribe(&d, "").await;
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
     assert!(seen
         .to_ascii_lowercase()
@@ -386,13 +399,7 @@ async fn the_event_stream_carries_only_the_types_asked_for() {
         v["error"]["message"].as_str().unwrap().contains("nonsense"),
         "{v}"
     );
-    let mut s = d.tls_stream().await;
-    let req = format!(
-        "GET /api/v1/events?types=assigned,resolved HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut seen = String::new();
-    sse_until(&mut s, &mut seen, "event: ready").await;
+    let (mut s, mut seen) = subscribe(&d, "?types=assigned,resolved").await;
     setup(&d).await;
     let conv = inbound(&d, "840002", 1).await;
     sse_until(&mut s, &mut seen, "event: assigned").await;
@@ -571,13 +578,7 @@ async fn routing_e2e_webhook_to_durable_assignment() {
     }
     let sent: Arc<parking_lot::Mutex<HashMap<String, Instant>>> = Default::default();
     // The event stream, read by its own task.
-    let mut s = d.tls_stream().await;
-    let req = format!(
-        "GET /api/v1/events?types=assigned HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut first = String::new();
-    sse_until(&mut s, &mut first, "event: ready").await;
+    let (mut s, _) = subscribe(&d, "?types=assigned").await;
     let measure_from = Instant::now() + Duration::from_secs(warmup);
     let per_conn = rate * (secs + warmup) / conns;
     let total = per_conn * conns;
